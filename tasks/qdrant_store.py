@@ -1,0 +1,161 @@
+"""The vector side: one Qdrant collection per code base, structured payloads.
+
+Embedded (path mode) by default, a server when RCI_QDRANT_URL is set: the same client
+API either way. Payloads are structured fields, not JSON strings, so delete-by-file
+matches on the `path` field (through a keyword index on a server).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from tasks.records import Chunk
+
+UPSERT_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class VectorHit:
+    id: str
+    score: float
+    payload: dict
+
+
+def connect(qdrant_dir: Path, url: str | None = None, api_key: str | None = None) -> QdrantClient:
+    if url:
+        return QdrantClient(url=url, api_key=api_key, timeout=60)
+    qdrant_dir = Path(qdrant_dir)
+    qdrant_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=str(qdrant_dir))
+    except RuntimeError as error:
+        if "already accessed" in str(error):
+            raise RuntimeError(
+                f"the embedded Qdrant store at {qdrant_dir} is in use by another rci process; wait for it to finish"
+            ) from error
+        raise
+
+
+def _path_filter(rel_paths: Sequence[str]) -> models.Filter:
+    if len(rel_paths) == 1:
+        match = models.MatchValue(value=rel_paths[0])
+    else:
+        match = models.MatchAny(any=list(rel_paths))
+    return models.Filter(must=[models.FieldCondition(key="path", match=match)])
+
+
+class QdrantStore:
+    def __init__(self, client: QdrantClient, collection: str, embedded: bool):
+        self.client = client
+        self.collection = collection
+        self.embedded = embedded
+
+    @classmethod
+    def open(cls, qdrant_dir: Path, collection: str, url: str | None = None, api_key: str | None = None) -> QdrantStore:
+        return cls(connect(qdrant_dir, url, api_key), collection, embedded=not url)
+
+    def exists(self) -> bool:
+        return self.client.collection_exists(self.collection)
+
+    def ensure_collection(self, dim: int) -> None:
+        """Create the collection (cosine, `dim` dimensions) with a keyword index on `path`."""
+        if self.exists():
+            size = self.vector_size()
+            if size != dim:
+                raise RuntimeError(
+                    f"collection {self.collection} holds {size}-dimension vectors but the model makes {dim}; "
+                    "rebuild it with --force"
+                )
+            return
+        self.client.create_collection(
+            self.collection,
+            vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+        )
+        if not self.embedded:  # the embedded store has no payload indexes (it says so, and scans)
+            self.client.create_payload_index(self.collection, "path", models.PayloadSchemaType.KEYWORD, wait=True)
+
+    def vector_size(self) -> int:
+        params = self.client.get_collection(self.collection).config.params.vectors
+        return int(params.size)
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
+        for start in range(0, len(chunks), UPSERT_BATCH):
+            batch = chunks[start : start + UPSERT_BATCH]
+            points = [
+                models.PointStruct(id=chunk.id, vector=vectors[start + i].tolist(), payload=payload_of(chunk))
+                for i, chunk in enumerate(batch)
+            ]
+            with warnings.catch_warnings():
+                # The embedded store warns past 20k points; `rci status` reports the size instead.
+                warnings.simplefilter("ignore", UserWarning)
+                self.client.upsert(self.collection, points=points, wait=True)
+        return len(chunks)
+
+    def delete_files(self, rel_paths: Iterable[str]) -> None:
+        paths = list(rel_paths)
+        for start in range(0, len(paths), 512):
+            selector = models.FilterSelector(filter=_path_filter(paths[start : start + 512]))
+            self.client.delete(self.collection, points_selector=selector, wait=True)
+
+    def delete_collection(self) -> None:
+        if self.exists():
+            self.client.delete_collection(self.collection)
+
+    def count(self) -> int:
+        if not self.exists():
+            return 0
+        return self.client.count(self.collection, exact=True).count
+
+    def ids(self) -> set[str]:
+        if not self.exists():
+            return set()
+        found: set[str] = set()
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection, limit=1024, offset=offset, with_payload=False, with_vectors=False
+            )
+            found.update(str(record.id) for record in records)
+            if offset is None:
+                return found
+
+    def points_of(self, rel_path: str, with_vectors: bool = False) -> list[models.Record]:
+        records, _ = self.client.scroll(
+            self.collection, scroll_filter=_path_filter([rel_path]), limit=100_000, with_vectors=with_vectors
+        )
+        return records
+
+    def search(self, vector: np.ndarray, limit: int = 50, kinds: Iterable[str] | None = None) -> list[VectorHit]:
+        kinds = list(kinds or [])
+        query_filter = (
+            models.Filter(must=[models.FieldCondition(key="kind", match=models.MatchAny(any=kinds))]) if kinds else None
+        )
+        response = self.client.query_points(
+            self.collection, query=vector.tolist(), limit=limit, with_payload=True, query_filter=query_filter
+        )
+        return [VectorHit(str(point.id), float(point.score), point.payload or {}) for point in response.points]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def payload_of(chunk: Chunk) -> dict:
+    return {
+        "path": chunk.rel_path,
+        "item_id": chunk.item_id,
+        "symbol": chunk.qualified_name,
+        "name": chunk.name,
+        "kind": chunk.kind,
+        "start_line": chunk.start_line,
+        "end_line": chunk.end_line,
+        "window": chunk.window,
+        "windows": chunk.windows,
+        "doc": chunk.doc,
+        "text": chunk.code,
+    }

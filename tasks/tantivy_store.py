@@ -1,0 +1,236 @@
+"""The BM25 side: a Tantivy index of chunks with identifier-aware fields.
+
+Identifiers are searchable whole and by their parts: `HashMap` as hashmap, hash, map;
+`read_to_string` as read_to_string, read, to, string. Whole identifiers come from a regex
+analyzer inside Tantivy; parts come from `identifier_parts`, the one function used both
+when indexing and when querying. Queries are built term by term, never parsed, so no
+user text can break them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import tantivy
+from tantivy import Document, Filter, Index, Occur, Query, SchemaBuilder, TextAnalyzerBuilder, Tokenizer
+
+from tasks.records import Chunk
+
+SCHEMA_VERSION = 1
+IDENT_ANALYZER = "rci_ident"  # whole identifiers and numbers, lowercased
+WORDS_ANALYZER = "rci_words"  # text already split by identifier_parts
+DOC_ANALYZER = "rci_doc"  # English prose: lowercased, stemmed
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+_CAMEL_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+# Field weights: a match in the symbol's name says more than one in its docs, which says
+# more than one somewhere in its body.
+WEIGHTS = {"name": 3.0, "name_parts": 2.0, "doc": 1.5, "code": 1.0, "code_parts": 0.5}
+
+
+def identifier_parts(text: str) -> list[str]:
+    """Lowercased parts of every identifier: snake_case and CamelCase split, acronyms kept."""
+    parts: list[str] = []
+    for identifier in _IDENTIFIER.findall(text):
+        for piece in identifier.split("_"):
+            parts.extend(part.lower() for part in _CAMEL_PART.findall(piece))
+    return parts
+
+
+def _analyzers() -> dict[str, tantivy.TextAnalyzer]:
+    return {
+        IDENT_ANALYZER: TextAnalyzerBuilder(Tokenizer.regex(_IDENTIFIER.pattern))
+        .filter(Filter.lowercase())
+        .filter(Filter.remove_long(80))
+        .build(),
+        WORDS_ANALYZER: TextAnalyzerBuilder(Tokenizer.whitespace()).filter(Filter.remove_long(80)).build(),
+        DOC_ANALYZER: TextAnalyzerBuilder(Tokenizer.simple())
+        .filter(Filter.lowercase())
+        .filter(Filter.stemmer("english"))
+        .build(),
+    }
+
+
+def _schema() -> tantivy.Schema:
+    builder = SchemaBuilder()
+    for raw in ("id", "item_id", "path", "symbol", "kind"):
+        builder.add_text_field(raw, stored=True, tokenizer_name="raw")
+    builder.add_text_field("name", stored=True, tokenizer_name=IDENT_ANALYZER)
+    builder.add_text_field("name_parts", stored=False, tokenizer_name=WORDS_ANALYZER)
+    builder.add_text_field("doc", stored=True, tokenizer_name=DOC_ANALYZER)
+    builder.add_text_field("code", stored=True, tokenizer_name=IDENT_ANALYZER)
+    builder.add_text_field("code_parts", stored=False, tokenizer_name=WORDS_ANALYZER)
+    for number in ("start_line", "end_line", "window", "windows"):
+        builder.add_integer_field(number, stored=True)
+    return builder.build()
+
+
+@dataclass(frozen=True, slots=True)
+class TantivyHit:
+    id: str
+    item_id: str
+    path: str
+    symbol: str
+    name: str
+    kind: str
+    start_line: int
+    end_line: int
+    window: int
+    windows: int
+    doc: str
+    code: str
+    score: float
+
+
+class TantivyStore:
+    """One index directory. The writer is opened on first write and owned by the writing task."""
+
+    def __init__(self, path: Path, writer_heap_bytes: int = 128_000_000, writer_threads: int = 1):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.schema = _schema()
+        self.index = Index(self.schema, path=str(self.path), reuse=True)
+        self._analyzers = _analyzers()
+        for name, analyzer in self._analyzers.items():
+            self.index.register_tokenizer(name, analyzer)
+        self._heap = writer_heap_bytes
+        self._threads = writer_threads
+        self._writer: tantivy.IndexWriter | None = None
+
+    @classmethod
+    def open_existing(cls, path: Path) -> TantivyStore:
+        if not (Path(path) / "meta.json").is_file():
+            raise FileNotFoundError(f"no Tantivy index at {path}")
+        return cls(path)
+
+    # --- writing ---------------------------------------------------------------------
+
+    @property
+    def writer(self) -> tantivy.IndexWriter:
+        if self._writer is None:
+            try:
+                self._writer = self.index.writer(heap_size=self._heap, num_threads=self._threads)
+            except ValueError as error:
+                if "LockBusy" in str(error):
+                    raise RuntimeError(
+                        f"another process is writing the index at {self.path}; wait for it to finish"
+                    ) from error
+                raise
+        return self._writer
+
+    def add(self, chunks: Iterable[Chunk]) -> int:
+        writer = self.writer
+        count = 0
+        for chunk in chunks:
+            writer.add_document(
+                Document(
+                    id=chunk.id,
+                    item_id=chunk.item_id,
+                    path=chunk.rel_path,
+                    symbol=chunk.qualified_name,
+                    kind=chunk.kind,
+                    name=chunk.qualified_name,
+                    name_parts=" ".join(identifier_parts(chunk.qualified_name)),
+                    doc=chunk.doc,
+                    code=chunk.code,
+                    code_parts=" ".join(identifier_parts(chunk.code)),
+                    start_line=chunk.start_line,
+                    end_line=chunk.end_line,
+                    window=chunk.window,
+                    windows=chunk.windows,
+                )
+            )
+            count += 1
+        return count
+
+    def delete_files(self, rel_paths: Iterable[str]) -> None:
+        writer = self.writer
+        for rel_path in rel_paths:
+            writer.delete_documents_by_term("path", rel_path)
+
+    def delete_all(self) -> None:
+        self.writer.delete_all_documents()
+
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.commit()
+        self.index.reload()
+
+    def close(self) -> None:
+        """Release the writer's lock (uncommitted changes are dropped)."""
+        if self._writer is not None:
+            self._writer.rollback()
+            self._writer = None
+
+    # --- reading ---------------------------------------------------------------------
+
+    def count(self) -> int:
+        self.index.reload()
+        return self.index.searcher().num_docs
+
+    def ids(self) -> set[str]:
+        """Every chunk id in the index (for consistency checks)."""
+        self.index.reload()
+        searcher = self.index.searcher()
+        if searcher.num_docs == 0:
+            return set()
+        result = searcher.search(Query.all_query(), limit=searcher.num_docs)
+        return {searcher.doc(address)["id"][0] for _, address in result.hits}
+
+    def chunks_of(self, rel_path: str) -> list[TantivyHit]:
+        return self._run(Query.term_query(self.schema, "path", rel_path), limit=100_000)
+
+    def search(self, text: str, limit: int = 50, kinds: Iterable[str] | None = None) -> list[TantivyHit]:
+        query = self.build_query(text)
+        if query is None:
+            return []
+        kinds = list(kinds or [])
+        if kinds:
+            kind_filter = Query.boolean_query([(Occur.Should, Query.term_query(self.schema, "kind", k)) for k in kinds])
+            query = Query.boolean_query([(Occur.Must, query), (Occur.Must, kind_filter)])
+        return self._run(query, limit)
+
+    def build_query(self, text: str) -> Query | None:
+        """A weighted OR of the query's identifiers, identifier parts and stemmed words."""
+        clauses = []
+        terms = {
+            "name": self._analyzers[IDENT_ANALYZER].analyze(text),
+            "code": self._analyzers[IDENT_ANALYZER].analyze(text),
+            "name_parts": identifier_parts(text),
+            "code_parts": identifier_parts(text),
+            "doc": self._analyzers[DOC_ANALYZER].analyze(text),
+        }
+        for field, tokens in terms.items():
+            for token in dict.fromkeys(tokens):
+                term = Query.term_query(self.schema, field, token)
+                clauses.append((Occur.Should, Query.boost_query(term, WEIGHTS[field])))
+        return Query.boolean_query(clauses) if clauses else None
+
+    def _run(self, query: Query, limit: int) -> list[TantivyHit]:
+        self.index.reload()
+        searcher = self.index.searcher()
+        hits = []
+        for score, address in searcher.search(query, limit=limit).hits:
+            doc = searcher.doc(address)
+            hits.append(
+                TantivyHit(
+                    id=doc["id"][0],
+                    item_id=doc["item_id"][0],
+                    path=doc["path"][0],
+                    symbol=doc["symbol"][0],
+                    name=doc["name"][0],
+                    kind=doc["kind"][0],
+                    start_line=doc["start_line"][0],
+                    end_line=doc["end_line"][0],
+                    window=doc["window"][0],
+                    windows=doc["windows"][0],
+                    doc=(doc["doc"] or [""])[0],
+                    code=doc["code"][0],
+                    score=float(score),
+                )
+            )
+        return hits

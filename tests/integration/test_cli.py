@@ -1,0 +1,123 @@
+"""`rci` as a user runs it: exit codes, one-line errors, the summary, search and status output."""
+
+import json
+import os
+import re
+
+import pytest
+
+from tests.conftest import FAKE_AWS_KEY, rci
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
+
+# Prefect's console format is "12:00:00.000 | INFO    | ...": none of that, and no traceback.
+NOISE = re.compile(r"Traceback|\|\s*(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*\||Task run|Flow run|prefect\.")
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0]
+    assert result.stdout == ""
+
+
+def test_missing_path(tmp_path, data_dir):
+    result = rci("index", str(tmp_path / "nope"))
+    assert_one_line_error(result, "does not exist")
+    assert not data_dir.exists()
+
+
+def test_file_instead_of_directory(demo_crate, data_dir):
+    result = rci("index", str(demo_crate / "src" / "lib.rs"))
+    assert_one_line_error(result, "is a file, not a directory")
+    assert not data_dir.exists()
+
+
+def test_directory_without_rust_files(tmp_path, data_dir):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.md").write_text("# notes\n")
+    (tmp_path / "docs" / "target").mkdir()
+    (tmp_path / "docs" / "target" / "gen.rs").write_text("fn x() {}\n")  # target/ never counts
+    result = rci("index", str(tmp_path / "docs"))
+    assert_one_line_error(result, "no .rs files to index")
+    assert not data_dir.exists()
+
+
+def test_mode_not_built_yet_is_refused(demo_crate, data_dir):
+    assert_one_line_error(rci("index", str(demo_crate), "--mode", "parallel"), "'parallel' is not available yet")
+    assert not data_dir.exists()
+
+
+def test_search_before_index(demo_crate, data_dir):
+    assert_one_line_error(rci("search", str(demo_crate), "tensor"), "has no index yet", "rci index")
+
+
+def test_index_search_status_end_to_end(demo_crate, data_dir):
+    result = rci("index", str(demo_crate))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert not NOISE.search(out + result.stderr), out + result.stderr
+    assert result.stderr == ""  # no progress bar drawn when stderr is not a terminal
+    assert f"Indexed {demo_crate}" in out
+    assert "11 found: 9 indexed, 0 unchanged, 0 deleted, 5 skipped" in out
+    assert "skipped  src/latin1.rs: not valid UTF-8 (byte 0xe9 on line 1); save it as UTF-8" in out
+    assert "skipped  src/blob.rs: binary file (NUL bytes), not Rust source" in out
+    assert "warning  src/broken.rs: syntax errors at line 6, 7" in out
+    assert "secret   src/config.rs:5 (AWS access key id) withheld from both indexes" in out
+    assert FAKE_AWS_KEY not in out
+
+    text = rci("search", str(demo_crate), "retry an upload that failed", "--limit", "3")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert re.fullmatch(r"src/net\.rs:7-15  demo_tensor::net::retry_failed_upload  function  0\.\d{4}", lines[0])
+    for line in lines:
+        assert re.fullmatch(r"\S+:\d+-\d+  \S+  \S+  \d\.\d{4}", line), line
+
+    as_json = rci("search", str(demo_crate), "HashMap entry or_insert", "--json", "-n", "5")
+    results = json.loads(as_json.stdout)
+    assert set(results[0]) == {"file", "start_line", "end_line", "symbol", "kind", "score", "snippet"}
+    assert results[0]["symbol"] == "demo_tensor::net::word_frequencies" and results[0]["file"] == "src/net.rs"
+    assert "or_insert(0)" in results[0]["snippet"]
+
+    for query in (FAKE_AWS_KEY, "access key of the test account"):
+        found = rci("search", str(demo_crate), query, "--json", "-n", "50")
+        assert found.returncode == 0 and FAKE_AWS_KEY not in found.stdout
+
+    for odd in ("std::io::Error", "Vec<T>", "fn foo(", "((]]", '"'):
+        assert rci("search", str(demo_crate), odd).returncode == 0, odd
+    assert_one_line_error(rci("search", str(demo_crate), "  "), "query is empty")
+
+    status = json.loads(rci("status", str(demo_crate), "--json").stdout)
+    assert status["indexed"] and status["stores_agree"] and status["files"] == 9
+    assert status["chunks_tantivy"] == status["chunks_qdrant"] > 40
+    assert status["last_run"]["files_indexed"] == 9
+    plain = rci("status", str(demo_crate))
+    assert "stores agree  yes" in plain.stdout and plain.returncode == 0
+
+    again = rci("index", str(demo_crate), "--json")
+    stats = json.loads(again.stdout)
+    assert stats["chunks_embedded"] == 0 and stats["files_unchanged"] == 9
+
+    forced = rci("index", str(demo_crate), "--force")
+    assert forced.returncode == 0 and f"Rebuilt {demo_crate}" in forced.stdout
+
+
+def test_without_a_prefect_server_the_output_is_still_clean(tmp_path, data_dir):
+    """The README's path: no PREFECT_API_URL, Prefect starts its temporary server."""
+    crate = tmp_path / "tiny"
+    (crate / "src").mkdir(parents=True)
+    (crate / "src" / "lib.rs").write_text("/// Adds one.\npub fn add_one(x: u32) -> u32 { x + 1 }\n")
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    result = rci("index", str(crate), only_env=env)
+    assert result.returncode == 0, result.stderr
+    assert not NOISE.search(result.stdout + result.stderr), result.stdout + result.stderr
+    assert "1 found: 1 indexed" in result.stdout
+
+
+def test_unknown_profile_is_a_usage_error(demo_crate, data_dir):
+    result = rci("index", str(demo_crate), env={"RCI_PROFILE": "nope"})
+    assert_one_line_error(result, "unknown profile 'nope'", "laptop")

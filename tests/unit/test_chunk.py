@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from tasks.chunk import Chunker, context_header
+from tasks.parse import module_path, parse_file
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "demo_crate"
+
+
+@pytest.fixture(scope="module")
+def chunker(embedder):
+    return Chunker(embedder.tokenizer(), max_tokens=256, overlap_lines=2)
+
+
+def chunks_of(chunker, rel: str):
+    source = (FIXTURE / rel).read_bytes()
+    return chunker.chunks_for(parse_file(rel, source, module_path(FIXTURE, rel)))
+
+
+def test_one_chunk_per_item_with_context_header(chunker):
+    chunks = {c.qualified_name: c for c in chunks_of(chunker, "src/net.rs")}
+    upload = chunks["demo_tensor::net::retry_failed_upload"]
+    assert upload.windows == 1 and upload.kind == "function"
+    assert upload.embed_text.startswith(
+        "src/net.rs\nfunction demo_tensor::net::retry_failed_upload\n"
+        "Sends a file to the server again after a failure, waiting twice as long after each attempt.\n"
+    )
+    assert upload.embed_text.endswith(upload.code)
+    assert upload.code.startswith("/// Sends a file") and upload.code.rstrip().endswith("}")
+    assert (upload.start_line, upload.end_line) == (7, 15)
+
+
+def test_ids_are_deterministic_and_unique(chunker):
+    first = chunks_of(chunker, "src/lib.rs")
+    second = chunks_of(chunker, "src/lib.rs")
+    assert [c.id for c in first] == [c.id for c in second]
+    assert len({c.id for c in first}) == len(first)
+
+
+def test_duplicate_names_get_distinct_ids(chunker):
+    source = b"#[cfg(unix)]\nfn sys() {}\n#[cfg(windows)]\nfn sys() {}\n"
+    chunks = chunker.chunks_for(parse_file("src/sys.rs", source, ("demo",)))
+    assert len(chunks) == 2 and chunks[0].id != chunks[1].id
+
+
+def test_long_item_is_windowed_without_losing_a_line(chunker, embedder):
+    windows = [c for c in chunks_of(chunker, "src/long.rs") if c.name == "opcode_name"]
+    assert len(windows) >= 2
+    assert [w.window for w in windows] == list(range(len(windows)))
+    assert {w.windows for w in windows} == {len(windows)} and len({w.item_id for w in windows}) == 1
+    counter = embedder.tokenizer()
+    for window in windows:
+        assert len(counter.encode(window.embed_text).ids) <= 256  # within the model's trained input
+        assert window.embed_text.startswith("src/long.rs\nfunction demo_tensor::long::opcode_name\n")
+    # Every source line is in some window, and consecutive windows overlap.
+    source_lines = (FIXTURE / "src/long.rs").read_text().splitlines()
+    covered = {line for w in windows for line in range(w.start_line, w.end_line + 1)}
+    assert covered == set(range(1, len(source_lines) + 1))
+    assert all(a.end_line >= b.start_line for a, b in zip(windows, windows[1:]))
+    assert any('255 => "halt_and_catch_fire"' in w.code for w in windows)
+    for w in windows:  # each window's text is exactly its lines
+        assert w.code == "\n".join(source_lines[w.start_line - 1 : w.end_line])
+    assert windows[0].doc and not windows[1].doc
+
+
+def test_a_single_huge_line_is_split_not_truncated(embedder):
+    chunker = Chunker(embedder.tokenizer(), max_tokens=64, overlap_lines=1)
+    words = " ".join(f"word{i}" for i in range(400))
+    source = f'const TABLE: &str = "{words}";\n'.encode()
+    chunks = chunker.chunks_for(parse_file("src/t.rs", source, ("demo",)))
+    assert len(chunks) > 3
+    joined = "".join(c.code for c in chunks)
+    assert "word0 " in joined and "word399" in joined
+    assert all(len(embedder.tokenizer().encode(c.embed_text).ids) <= 64 for c in chunks)
+
+
+def test_context_header_uses_first_doc_line(chunker):
+    item = parse_file("src/a.rs", b"/// First line.\n/// Second.\nfn f() {}\n", ("demo",)).items[0]
+    assert context_header("src/a.rs", item) == "src/a.rs\nfunction demo::f\nFirst line."

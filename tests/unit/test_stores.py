@@ -1,0 +1,130 @@
+"""The two stores, real (Tantivy on disk, embedded Qdrant), on hand-made chunks."""
+
+import numpy as np
+import pytest
+
+from tasks.chunk import stable_id
+from tasks.qdrant_store import QdrantStore
+from tasks.records import Chunk
+from tasks.tantivy_store import TantivyStore, identifier_parts
+
+
+def chunk(path: str, name: str, code: str, doc: str = "", kind: str = "function") -> Chunk:
+    item = stable_id(path, kind, name, 0)
+    return Chunk(stable_id(item, 0), item, path, f"demo::{name}", name, kind, 1, code.count("\n") + 1, 0, 1, doc,
+                 code, code, 10)  # fmt: skip
+
+
+CHUNKS = [
+    chunk("src/io.rs", "read_to_string", "pub fn read_to_string(path: &Path) -> io::Result<String> { todo!() }",
+          doc="Reads the entire contents of a file into a string."),  # fmt: skip
+    chunk("src/map.rs", "word_counts", "fn word_counts(t: &str) -> HashMap<String, usize> { HashMap::new() }"),
+    chunk("src/map.rs", "Cache", "struct Cache { inner: BTreeMap<u64, Vec<u8>> }", kind="struct"),
+    chunk("src/net.rs", "retry_upload", "fn retry_upload() { backoff(); }", doc="Retries a failed upload."),
+]
+
+
+@pytest.mark.parametrize(
+    "text, parts",
+    [
+        ("HashMap", ["hash", "map"]),
+        ("read_to_string", ["read", "to", "string"]),
+        ("HTTPServer", ["http", "server"]),
+        ("parse_IOError2", ["parse", "io", "error", "2"]),
+        ("std::io::Error", ["std", "io", "error"]),
+    ],
+)
+def test_identifier_parts(text, parts):
+    assert identifier_parts(text) == parts
+
+
+@pytest.fixture()
+def tantivy(tmp_path):
+    store = TantivyStore(tmp_path / "tantivy")
+    store.add(CHUNKS)
+    store.commit()
+    yield store
+    store.close()
+
+
+def symbols(hits) -> list[str]:
+    return [hit.symbol for hit in hits]
+
+
+def test_tantivy_finds_identifiers_whole_and_by_parts(tantivy):
+    assert symbols(tantivy.search("read_to_string"))[0] == "demo::read_to_string"
+    assert symbols(tantivy.search("read string"))[0] == "demo::read_to_string"
+    assert symbols(tantivy.search("hashmap"))[0] == "demo::word_counts"
+    assert symbols(tantivy.search("hash map")) == ["demo::word_counts", "demo::Cache"]  # Cache: BTreeMap's "map"
+    assert symbols(tantivy.search("BTreeMap"))[0] == "demo::Cache"
+    assert symbols(tantivy.search("tree map"))[0] == "demo::Cache"
+    assert symbols(tantivy.search("retrying failed uploads"))[0] == "demo::retry_upload"  # stemmed docs
+
+
+def test_tantivy_accepts_any_query_text(tantivy):
+    for text in ["std::io::Error", "Vec<T>", "fn foo(", "((]]", '"unbalanced', "a AND OR NOT", "*", "+-:^~"]:
+        tantivy.search(text)  # never raises
+    assert tantivy.search("   ") == [] and tantivy.search("::<>") == []
+
+
+def test_tantivy_stored_fields_and_kind_filter(tantivy):
+    hit = tantivy.search("Cache", kinds=["struct"])[0]
+    assert (hit.path, hit.kind, hit.start_line, hit.end_line, hit.name) == ("src/map.rs", "struct", 1, 1, "demo::Cache")
+    assert hit.code == CHUNKS[2].code and hit.id == CHUNKS[2].id
+    assert tantivy.search("Cache", kinds=["function"]) == []
+
+
+def test_tantivy_delete_by_file_and_reopen(tantivy, tmp_path):
+    tantivy.delete_files(["src/map.rs"])
+    tantivy.commit()
+    assert tantivy.chunks_of("src/map.rs") == []
+    assert [h.symbol for h in tantivy.chunks_of("src/io.rs")] == ["demo::read_to_string"]
+    tantivy.close()
+    reopened = TantivyStore.open_existing(tmp_path / "tantivy")
+    assert reopened.ids() == {CHUNKS[0].id, CHUNKS[3].id}
+    assert symbols(reopened.search("read string"))[0] == "demo::read_to_string"
+
+
+def test_a_second_writer_gets_a_clear_error(tantivy, tmp_path):
+    tantivy.delete_files(["src/io.rs"])  # holds the writer
+    other = TantivyStore(tmp_path / "tantivy")
+    with pytest.raises(RuntimeError, match="another process is writing the index"):
+        other.add(CHUNKS[:1])
+
+
+@pytest.fixture()
+def qdrant(tmp_path):
+    store = QdrantStore.open(tmp_path / "qdrant", "demo-collection")
+    store.ensure_collection(4)
+    vectors = np.eye(4, dtype=np.float32)
+    store.upsert(CHUNKS, vectors)
+    yield store
+    store.close()
+
+
+def test_qdrant_structured_payload_and_search(qdrant):
+    hits = qdrant.search(np.array([0, 0, 1, 0], dtype=np.float32), limit=2)
+    assert hits[0].id == CHUNKS[2].id and hits[0].score == pytest.approx(1.0)
+    payload = hits[0].payload
+    assert payload["path"] == "src/map.rs" and payload["symbol"] == "demo::Cache" and payload["kind"] == "struct"
+    assert payload["text"] == CHUNKS[2].code and (payload["start_line"], payload["end_line"]) == (1, 1)
+    assert qdrant.search(np.array([0, 0, 1, 0], dtype=np.float32), kinds=["function"])[0].id != CHUNKS[2].id
+
+
+def test_qdrant_delete_by_file_through_the_path_field(qdrant):
+    qdrant.delete_files(["src/map.rs"])
+    assert qdrant.ids() == {CHUNKS[0].id, CHUNKS[3].id}
+    assert qdrant.points_of("src/map.rs") == []
+    assert [p.payload["symbol"] for p in qdrant.points_of("src/io.rs")] == ["demo::read_to_string"]
+    qdrant.delete_files(["src/io.rs", "src/net.rs", "src/never.rs"])
+    assert qdrant.count() == 0
+
+
+def test_qdrant_rejects_a_model_of_another_size(qdrant):
+    with pytest.raises(RuntimeError, match="holds 4-dimension vectors but the model makes 384"):
+        qdrant.ensure_collection(384)
+
+
+def test_qdrant_upserting_the_same_ids_replaces_points(qdrant):
+    qdrant.upsert(CHUNKS[:1], np.ones((1, 4), dtype=np.float32) / 2)
+    assert qdrant.count() == len(CHUNKS)
