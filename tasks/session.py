@@ -65,7 +65,6 @@ def open_session(layout: CodebaseLayout, settings: Settings, force: bool, embedd
     except BaseException:
         qdrant.close()
         raise
-    recover_bulk_mode(qdrant, layout.bulk_state_path)
     chunker = Chunker(
         embedder.tokenizer(),
         max_tokens=min(settings.max_chunk_tokens, embedder.max_tokens),
@@ -73,11 +72,16 @@ def open_session(layout: CodebaseLayout, settings: Settings, force: bool, embedd
     )
     previous = None if force or existing is None else load_snapshot(layout.snapshot_path)
     session = IndexSession(layout, settings, embedder.spec, embedder, chunker, tantivy, qdrant, wanted, previous, False)
-    if previous is None:
-        # Force, first run, or a run that died before its first commit: start from empty stores.
-        clear_index(session)
-    else:
-        qdrant.ensure_collection(embedder.dim)
+    try:
+        recover_bulk_mode(qdrant, layout.bulk_state_path)
+        if previous is None:
+            # Force, first run, or a run that died before its first commit: start from empty stores.
+            clear_index(session)
+        else:
+            qdrant.ensure_collection(embedder.dim)
+    except BaseException:
+        session.close()
+        raise
     return session
 
 
