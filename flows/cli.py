@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def _prepare_prefect(settings) -> None:
 
 
 def _directory(path: str) -> Path:
+    """The PATH argument of search and status, or a one-line error."""
     from tasks.params import existing_directory
 
     try:
@@ -63,22 +65,32 @@ def main() -> None:
 
 @main.command()
 @click.argument("path")
-@click.option("--force", is_flag=True, help="Clear the index and rebuild it from scratch.")
-@click.option("--mode", type=click.Choice(["sequential", "parallel", "pipeline"]), default=None,
-              help="Indexing mode (default: RCI_INDEXING_MODE, else sequential).")  # fmt: skip
+@click.option("--force", is_flag=True, help="Clear the index and rebuild it (vectors of unchanged text come from the cache).")
+@click.option("--reembed", is_flag=True, help="Like --force, and embed every chunk again instead of using the cache.")
+@click.option("--mode", default=None, metavar="MODE",
+              help="auto, sequential, parallel or pipeline (default: RCI_INDEXING_MODE, else auto).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the run's statistics as JSON.")
-def index(path: str, force: bool, mode: str | None, as_json: bool) -> None:
+def index(path: str, force: bool, reembed: bool, mode: str | None, as_json: bool) -> None:
     """Index the Rust code base at PATH (incremental unless --force)."""
     settings = _settings()
-    root = _directory(path)
-    from tasks.params import IndexingMode, available_mode
+    request = _request(path, force, reembed, mode or settings.indexing_mode)
+    root = Path(request.directory)
+    from tasks.discover import discover
+    from tasks.settings import CodebaseLayout
+    from tasks.uptodate import up_to_date
 
-    try:
-        chosen = available_mode(IndexingMode(mode or settings.indexing_mode))
-    except ValueError as error:
-        _fail(str(error), EXIT_USAGE)
-    _prepare_prefect(settings)
-    stats = _run_index(root, force, chosen)
+    started = time.perf_counter()
+    found = discover(root, settings.max_file_bytes)
+    if not found.files:  # before Prefect starts: nothing to run, nothing created
+        _fail(f"no .rs files to index under {root} (after .gitignore rules); pass a Rust code base's root", EXIT_USAGE)
+    discovered = time.perf_counter()
+    stats = None if force or reembed else up_to_date(CodebaseLayout.for_root(root, settings), settings, found)
+    if stats is not None:
+        stats.stage_seconds = {"discover": round(discovered - started, 3), "hash": round(time.perf_counter() - discovered, 3)}
+        stats.wall_seconds = round(time.perf_counter() - started, 3)
+    if stats is None:
+        _prepare_prefect(settings)
+        stats = _run_index(request)
     if as_json:
         click.echo(stats.model_dump_json(indent=2))
     else:
@@ -87,7 +99,21 @@ def index(path: str, force: bool, mode: str | None, as_json: bool) -> None:
         print_index_summary(stats)
 
 
-def _run_index(root: Path, force: bool, mode):
+def _request(path: str, force: bool, reembed: bool, mode: str):
+    from pydantic import ValidationError
+
+    from tasks.params import IndexRequest
+
+    try:
+        return IndexRequest(directory=path, force_reindex=force, force_reembed=reembed, indexing_mode=mode)
+    except ValidationError as error:
+        first = error.errors()[0]
+        if first["loc"] == ("indexing_mode",):
+            _fail(f"unknown indexing mode {mode!r}; use auto, sequential, parallel or pipeline", EXIT_USAGE)
+        _fail(first["msg"].removeprefix("Value error, "), EXIT_USAGE)
+
+
+def _run_index(request):
     from flows.report import progress_bar
     from tasks.progress import reporting_to
 
@@ -95,7 +121,7 @@ def _run_index(root: Path, force: bool, mode):
         from flows.index import NoRustFiles, index_codebase
 
         with progress_bar() as sink, reporting_to(sink):
-            return index_codebase(directory=str(root), force_reindex=force, indexing_mode=mode)
+            return index_codebase(**request.model_dump())
     except NoRustFiles as error:
         _fail(str(error), EXIT_USAGE)
     except KeyboardInterrupt:

@@ -80,25 +80,38 @@ def progress_bar() -> Iterator[ProgressSink]:
 
 
 def print_index_summary(stats: IndexStats) -> None:
+    if stats.mode == "up-to-date":
+        out.print(f"[bold]Up to date[/] {stats.directory}: nothing changed since the last run")
+        out.print(f"  files    {stats.files_total:,} found: {stats.files_unchanged:,} unchanged, "
+                  f"{len(stats.files_skipped):,} skipped")  # fmt: skip
+        out.print(f"  chunks   {stats.chunks_total:,} in the index")
+        _listed("skipped", [f"{s.path}: {s.reason}" for s in stats.files_skipped])
+        out.print(f"  checked  in {sum(stats.stage_seconds.values()):.2f} s (file sizes and mtimes; no file read)")
+        out.print(f"  index    {stats.data_dir}", markup=False)
+        return
     verb = "Rebuilt" if stats.force_reindex else "Indexed"
-    out.print(f"[bold]{verb}[/] {stats.directory} in {stats.wall_seconds:.1f} s ({stats.mode})")
+    out.print(f"[bold]{verb}[/] {stats.directory} in {stats.wall_seconds:.1f} s", highlight=False)
+    plan = stats.plan
+    if plan:
+        out.print(f"  mode     {stats.mode}: {plan.get('reason', '')}", markup=False)
     out.print(
         f"  files    {stats.files_total:,} found: {stats.files_indexed:,} indexed, {stats.files_unchanged:,} unchanged, "
         f"{stats.files_deleted:,} deleted, {len(stats.files_skipped):,} skipped"
     )
     out.print(
-        f"  chunks   {stats.chunks_written:,} written ({stats.chunks_embedded:,} embedded), "
-        f"{stats.chunks_total:,} in the index"
+        f"  chunks   {stats.chunks_written:,} written ({stats.chunks_embedded:,} embedded, "
+        f"{stats.chunks_reused:,} from the cache), {stats.chunks_total:,} in the index"
     )
     _listed("skipped", [f"{s.path}: {s.reason}" for s in stats.files_skipped])
     _listed("warning", [f"{w.path}: {w.reason}" for w in stats.warnings])
     if stats.secrets_withheld:
         _listed("secret", [f"{s} withheld from both indexes" for s in stats.secrets_withheld])
     for note in stats.notes:
-        out.print(f"  note     {note}")
+        out.print(f"  note     {note}", markup=False)
     stages = " · ".join(f"{name} {seconds:.2f}" for name, seconds in stats.stage_seconds.items())
     out.print(f"  seconds  {stages}")
-    out.print(f"  index    {stats.data_dir}")
+    out.print(f"  memory   peak RSS {stats.peak_rss_mb:,.0f} MB")
+    out.print(f"  index    {stats.data_dir}", markup=False)
 
 
 def _listed(label: str, lines: list[str]) -> None:

@@ -1,8 +1,10 @@
 """Cut parsed items into chunks: one per item, long items in line-aligned windows.
 
-What the model sees is a short context header (path, kind and qualified name, first doc
-line) then the code. Items longer than the model's trained input are cut into windows
-with a small overlap, each carrying the header: nothing is silently truncated.
+What the model sees is a short context header (kind, owner and name, first doc line)
+then the code. The header holds no file path or module path: the embedded text depends on
+the item alone, so a moved or renamed file hits the embedding cache. Location is in the
+BM25 fields and the payloads. Items longer than the model's trained input are cut into
+windows with a small overlap, each carrying the header: nothing is silently truncated.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from tasks.records import Chunk, Item, ParsedFile
 
-CHUNKER_VERSION = 1  # bump when chunk texts or ids change: the manifest then asks for a rebuild
+CHUNKER_VERSION = 2  # bump when chunk texts or ids change: the manifest then asks for a rebuild
 
 
 def stable_id(*parts: object) -> str:
@@ -23,9 +25,10 @@ def stable_id(*parts: object) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
-def context_header(rel_path: str, item: Item) -> str:
+def context_header(item: Item) -> str:
+    """`method Client::connect` and the first doc line: what the code alone may not say."""
     first_doc_line = next((line.strip() for line in item.doc.splitlines() if line.strip()), "")
-    header = f"{rel_path}\n{item.kind} {item.qualified_name}"
+    header = f"{item.kind} {item.local_name}".rstrip()
     return f"{header}\n{first_doc_line}" if first_doc_line else header
 
 
@@ -49,7 +52,7 @@ class Chunker:
         items = [item for item in parsed.items if item.text.strip()]
         if not items:
             return []
-        headers = [context_header(parsed.rel_path, item) for item in items]
+        headers = [context_header(item) for item in items]
         counts = self._count([f"{h}\n{item.text}" for h, item in zip(headers, items)], special=True)
         seen: Counter[tuple[str, str]] = Counter()
         chunks: list[Chunk] = []

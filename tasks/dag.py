@@ -13,8 +13,9 @@ from typing import Sequence
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import bulk, commit, discover, merkle, prepare, session
+from tasks import bulk, commit, discover, merkle, session
 from tasks.records import EmbeddedBatch, FileIssue, PreparedBatch, SourceFile
+from tasks.stats import BatchOutcome
 
 RETRIES = 3
 BACKOFF = [1, 2, 4]  # seconds before retry 1, 2, 3
@@ -29,13 +30,15 @@ def discover_files(root: Path, max_file_bytes: int) -> discover.Discovery:
 
 
 @node(name="open-index")
-def open_index(layout, settings, force: bool) -> session.IndexSession:
-    return session.open_session(layout, settings, force)
+def open_index(layout, settings, plan, force: bool, reembed: bool) -> session.IndexSession:
+    return session.open_session(layout, settings, plan, force, reembed)
 
 
 @retried(name="merkle")
-def hash_files(files: Sequence[SourceFile], previous: merkle.Snapshot | None) -> tuple[merkle.Snapshot, list[FileIssue]]:
-    return merkle.build_snapshot(files, previous)
+def hash_files(
+    files: Sequence[SourceFile], previous: merkle.Snapshot | None, workers: int
+) -> tuple[merkle.Snapshot, list[FileIssue]]:
+    return merkle.build_snapshot(files, previous, workers)
 
 
 @retried(name="bulk-enter")
@@ -53,21 +56,33 @@ def remove_files(index: session.IndexSession, rel_paths: Sequence[str]) -> dict[
     return session.remove_files(index, rel_paths)
 
 
+@node(name="index-one-by-one")
+def index_one_by_one(index: session.IndexSession, files: Sequence[SourceFile]) -> BatchOutcome:
+    return session.index_one_by_one(index, files)
+
+
 @node(name="prepare-batch")
-def prepare_batch(index: session.IndexSession, files: Sequence[SourceFile]) -> tuple[PreparedBatch, dict[str, float]]:
-    return prepare.prepare_batch(files, index.layout.root, index.chunker)
+def prepare_batch(index: session.IndexSession, files: Sequence[SourceFile]) -> PreparedBatch:
+    return session.prepare(index, files)
 
 
 @node(name="embed-batch")
-def embed_batch(index: session.IndexSession, batch: PreparedBatch) -> tuple[EmbeddedBatch, dict[str, float]]:
+def embed_batch(index: session.IndexSession, batch: PreparedBatch) -> EmbeddedBatch:
     return session.embed_batch(index, batch)
 
 
+@node(name="prepare-and-embed")
+def prepare_and_embed(index: session.IndexSession, files: Sequence[SourceFile]) -> EmbeddedBatch:
+    return session.embed_batch(index, session.prepare(index, files))
+
+
 @node(name="write-batch")
-def write_batch(index: session.IndexSession, batch: EmbeddedBatch) -> dict[str, float]:
+def write_batch(index: session.IndexSession, batch: EmbeddedBatch) -> BatchOutcome:
     return session.write_batch(index, batch)
 
 
 @retried(name="commit")
-def commit_index(index: session.IndexSession, snapshot: merkle.Snapshot) -> None:
+def commit_index(index: session.IndexSession, snapshot: merkle.Snapshot, prune_cache: bool) -> None:
     commit.commit_index(index.tantivy, index.qdrant, index.layout, index.manifest, snapshot)
+    if prune_cache:
+        index.cache.prune_unused()

@@ -75,21 +75,67 @@ def _packaged_model_folder(folder: Path) -> Path:
     return folder
 
 
-class Embedder:
-    """fastembed's TextEmbedding, fed length-sorted batches."""
+def execution_providers(device: str) -> list[str]:
+    """ONNX Runtime providers for `device` (auto, cpu, cuda). CUDA needs onnxruntime-gpu."""
+    import onnxruntime
 
-    def __init__(self, spec: ModelSpec, batch_size: int = 64, threads: int | None = None):
+    available = onnxruntime.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise SettingsError(
+            "RCI_EMBED_DEVICE=cuda but this onnxruntime has no CUDA provider; "
+            "install the GPU build (see README, 'GPU') or set RCI_EMBED_DEVICE=cpu"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def token_batches(lengths: Sequence[int], budget: int, max_batch: int = 256) -> list[list[int]]:
+    """Indexes of texts grouped for model calls, shortest first.
+
+    fastembed pads a batch to its longest text, so a call costs about len(batch) x longest
+    tokens: texts are sorted by length and a batch grows while that stays within `budget`.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current and ((len(current) + 1) * max(lengths[index], 1) > budget or len(current) >= max_batch):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Embedder:
+    """fastembed's TextEmbedding, fed length-sorted batches of a fixed padded-token budget."""
+
+    def __init__(self, spec: ModelSpec, batch_tokens: int = 1024, threads: int | None = None, device: str = "auto"):
         from fastembed import TextEmbedding
 
         self.spec = spec
-        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self.threads = threads or os.cpu_count() or 1
+        self.providers = execution_providers(device)
         kwargs = {"specific_model_path": str(spec.folder)} if spec.folder else {}
+        # ONNX Runtime's CPU memory arena stays on: without it a sequential run of the small
+        # corpus peaked higher (786 MB against 641) and embedded 9% slower.
         try:
-            self._model = TextEmbedding(model_name=spec.name, threads=threads or os.cpu_count(), **kwargs)
+            self._model = TextEmbedding(
+                model_name=spec.name, threads=self.threads, providers=self.providers, **kwargs
+            )
         except ValueError as error:  # fastembed: unknown model name
             raise SettingsError(f"cannot load embedding model {spec.name!r}: {error}") from error
         self.dim = int(self._model.embedding_size)
         self.max_tokens = _truncation_length(self._model) or TRAINED_INPUT_TOKENS
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
 
     def tokenizer(self):
         """A copy of the model's tokenizer with truncation and padding off, for counting tokens."""
@@ -106,18 +152,12 @@ class Embedder:
         lengths: Sequence[int] | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Vectors for texts, in order.
-
-        fastembed pads each batch to its longest text, so texts are batched by token length
-        (`lengths`, else characters): a batch of similar lengths wastes no compute on padding.
-        """
+        """Vectors for texts, in order, batched by token length (`lengths`, else characters / 4)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        keys = lengths if lengths is not None else [len(text) for text in texts]
-        order = sorted(range(len(texts)), key=keys.__getitem__)
+        lengths = list(lengths) if lengths is not None else [len(text) // 4 + 2 for text in texts]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for batch in token_batches(lengths, self.batch_tokens):
             vectors = list(self._model.embed([texts[i] for i in batch], batch_size=len(batch)))
             out[batch] = np.asarray(vectors, dtype=np.float32)
             if on_progress is not None:

@@ -3,6 +3,10 @@
 Leaves are (relative path, size, mtime_ns, sha256). A file whose size and mtime match the
 previous snapshot keeps its hash unread, so an unchanged rerun reads no file. Directory
 nodes hash their children, the root hashes everything: equal roots mean nothing changed.
+
+The snapshot also remembers files whose content alone made them fail (binary, invalid
+UTF-8) with the reason: they are not read again until their content changes, and every run
+reports them. Failures that may pass (unreadable) are not remembered, so they are retried.
 The snapshot is written atomically, and only after both stores have committed.
 """
 
@@ -12,13 +16,14 @@ import hashlib
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from tasks.records import FileIssue, SourceFile
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 _BLOCK = 1 << 20
 
 
@@ -30,17 +35,36 @@ class Leaf:
     sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A file that failed for a reason its content decides, remembered with that content's hash."""
+
+    leaf: Leaf
+    reason: str
+
+
 @dataclass(slots=True)
 class Snapshot:
-    leaves: dict[str, Leaf] = field(default_factory=dict)
+    leaves: dict[str, Leaf] = field(default_factory=dict)  # files in both stores
+    failed: dict[str, Failure] = field(default_factory=dict)
 
     @property
     def root_hash(self) -> str:
-        return merkle_root(self.leaves.values())
+        return merkle_root([*self.leaves.values(), *(f.leaf for f in self.failed.values())])
 
     def without(self, rel_paths: Iterable[str]) -> Snapshot:
         drop = set(rel_paths)
-        return Snapshot({path: leaf for path, leaf in self.leaves.items() if path not in drop})
+        return Snapshot({p: leaf for p, leaf in self.leaves.items() if p not in drop}, dict(self.failed))
+
+    def after_run(self, issues: Iterable[FileIssue]) -> Snapshot:
+        """The snapshot to save: files that failed leave the leaves; those failing by content are remembered."""
+        issues = list(issues)
+        kept = self.without(issue.rel_path for issue in issues)
+        for issue in issues:
+            leaf = self.leaves.get(issue.rel_path)
+            if leaf is not None and not issue.retry:
+                kept.failed[issue.rel_path] = Failure(leaf, issue.reason)
+        return kept
 
 
 @dataclass(slots=True)
@@ -49,6 +73,7 @@ class Diff:
     modified: list[str]
     deleted: list[str]
     unchanged: list[str]
+    still_failing: list[FileIssue] = field(default_factory=list)  # unchanged files that failed by content
 
     @property
     def to_index(self) -> list[str]:
@@ -56,8 +81,17 @@ class Diff:
 
     @property
     def to_remove(self) -> list[str]:
-        """Files whose old chunks must leave both stores."""
-        return sorted(self.modified + self.deleted)
+        """Files whose chunks may be in the stores and must go before (re)indexing."""
+        return sorted(self.added + self.modified + self.deleted)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not (self.added or self.modified or self.deleted)
+
+    def carried_failures(self, previous: Snapshot | None) -> dict[str, Failure]:
+        if previous is None:
+            return {}
+        return {issue.rel_path: previous.failed[issue.rel_path] for issue in self.still_failing}
 
 
 def hash_file(path: Path) -> str:
@@ -68,40 +102,64 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_snapshot(files: Iterable[SourceFile], previous: Snapshot | None) -> tuple[Snapshot, list[FileIssue]]:
-    """Leaves for the current files; files with the previous size and mtime are not re-read."""
-    old = previous.leaves if previous else {}
+def build_snapshot(
+    files: Sequence[SourceFile], previous: Snapshot | None, workers: int = 1
+) -> tuple[Snapshot, list[FileIssue]]:
+    """Leaves for the current files. Files with the previous size and mtime are not re-read;
+    the others are hashed on `workers` threads (hashlib releases the GIL while it hashes)."""
+    known: dict[str, Leaf] = {}
+    if previous is not None:
+        known = {**{p: f.leaf for p, f in previous.failed.items()}, **previous.leaves}
     leaves: dict[str, Leaf] = {}
-    issues: list[FileIssue] = []
+    to_hash: list[SourceFile] = []
     for source in files:
-        known = old.get(source.rel_path)
-        if known is not None and known.size == source.size and known.mtime_ns == source.mtime_ns:
-            leaves[source.rel_path] = known
-            continue
+        old = known.get(source.rel_path)
+        if old is not None and old.size == source.size and old.mtime_ns == source.mtime_ns:
+            leaves[source.rel_path] = old
+        else:
+            to_hash.append(source)
+    issues: list[FileIssue] = []
+
+    def one(source: SourceFile) -> tuple[SourceFile, str | None, str | None]:
         try:
-            digest = hash_file(source.abs_path)
+            return source, hash_file(source.abs_path), None
         except OSError as error:
-            issues.append(FileIssue(source.rel_path, f"unreadable: {error.strerror or error}"))
-            continue
-        leaves[source.rel_path] = Leaf(source.rel_path, source.size, source.mtime_ns, digest)
-    return Snapshot(leaves), issues
+            return source, None, f"unreadable: {error.strerror or error}"
+
+    if workers > 1 and len(to_hash) > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rci-hash") as pool:
+            results = list(pool.map(one, to_hash))
+    else:
+        results = [one(source) for source in to_hash]
+    for source, digest, problem in results:
+        if digest is None:
+            issues.append(FileIssue(source.rel_path, problem))
+        else:
+            leaves[source.rel_path] = Leaf(source.rel_path, source.size, source.mtime_ns, digest)
+    return Snapshot(dict(sorted(leaves.items()))), issues
 
 
 def diff(previous: Snapshot | None, current: Snapshot) -> Diff:
-    old = previous.leaves if previous else {}
-    if previous is not None and previous.root_hash == current.root_hash:
-        return Diff([], [], [], sorted(current.leaves))
-    added, modified, unchanged = [], [], []
+    """Compare the previous snapshot with the current files (all of them in `current.leaves`)."""
+    if previous is None:
+        return Diff(sorted(current.leaves), [], [], [])
+    if previous.root_hash == current.root_hash:
+        still = [FileIssue(p, f.reason, retry=False) for p, f in sorted(previous.failed.items())]
+        return Diff([], [], [], sorted(previous.leaves), still)
+    added, modified, unchanged, still_failing = [], [], [], []
     for path, leaf in current.leaves.items():
-        before = old.get(path)
-        if before is None:
+        before = previous.leaves.get(path)
+        failure = previous.failed.get(path)
+        if failure is not None and failure.leaf.sha256 == leaf.sha256:
+            still_failing.append(FileIssue(path, failure.reason, retry=False))
+        elif before is None:
             added.append(path)
         elif before.sha256 != leaf.sha256:
             modified.append(path)
         else:
             unchanged.append(path)
-    deleted = [path for path in old if path not in current.leaves]
-    return Diff(sorted(added), sorted(modified), sorted(deleted), sorted(unchanged))
+    deleted = [path for path in previous.leaves if path not in current.leaves]
+    return Diff(sorted(added), sorted(modified), sorted(deleted), sorted(unchanged), still_failing)
 
 
 def merkle_root(leaves: Iterable[Leaf]) -> str:
@@ -139,7 +197,9 @@ def load_snapshot(path: Path) -> Snapshot | None:
         return None  # unreadable or torn: treated as no snapshot, so everything is indexed again
     if data.get("version") != SNAPSHOT_VERSION:
         return None
-    return Snapshot({leaf["rel_path"]: Leaf(**leaf) for leaf in data.get("leaves", [])})
+    leaves = {leaf["rel_path"]: Leaf(**leaf) for leaf in data.get("leaves", [])}
+    failed = {f["leaf"]["rel_path"]: Failure(Leaf(**f["leaf"]), f["reason"]) for f in data.get("failed", [])}
+    return Snapshot(leaves, failed)
 
 
 def save_snapshot(path: Path, snapshot: Snapshot) -> None:
@@ -147,6 +207,7 @@ def save_snapshot(path: Path, snapshot: Snapshot) -> None:
         "version": SNAPSHOT_VERSION,
         "root_hash": snapshot.root_hash,
         "leaves": [asdict(leaf) for _, leaf in sorted(snapshot.leaves.items())],
+        "failed": [asdict(failure) for _, failure in sorted(snapshot.failed.items())],
     }
     write_atomic(Path(path), json.dumps(payload, separators=(",", ":")))
 

@@ -15,12 +15,10 @@ from pydantic import AfterValidator, BaseModel, Field
 
 
 class IndexingMode(str, Enum):
+    auto = "auto"
     sequential = "sequential"
     parallel = "parallel"
     pipeline = "pipeline"
-
-
-AVAILABLE_MODES = (IndexingMode.sequential,)
 
 
 def existing_directory(value: str) -> str:
@@ -30,12 +28,6 @@ def existing_directory(value: str) -> str:
     if not path.is_dir():
         raise ValueError(f"{value} is a file, not a directory; pass the folder of the code base that contains it")
     return str(path.resolve())
-
-
-def available_mode(value: IndexingMode) -> IndexingMode:
-    if value not in AVAILABLE_MODES:
-        raise ValueError(f"indexing mode '{value.value}' is not available yet; use 'sequential'")
-    return value
 
 
 Directory = Annotated[
@@ -49,12 +41,20 @@ ForceReindex = Annotated[
 ]
 Mode = Annotated[
     IndexingMode,
-    Field(description="How files move through the stages: sequential (one batch after another)."),
-    AfterValidator(available_mode),
+    Field(
+        description="auto: recommend() picks from the code base's size and the machine; sequential: one file "
+        "after another through every stage; parallel: batches at once on several workers; pipeline: stages "
+        "overlap over a stream of batches, memory bounded."
+    ),
+]
+ForceReembed = Annotated[
+    bool,
+    Field(description="Rebuild like force_reindex and also embed every chunk again, ignoring the embedding cache."),
 ]
 
 
 class IndexRequest(BaseModel):
     directory: Directory
     force_reindex: ForceReindex = False
-    indexing_mode: Mode = IndexingMode.sequential
+    indexing_mode: Mode = IndexingMode.auto
+    force_reembed: ForceReembed = False

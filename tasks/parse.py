@@ -147,18 +147,18 @@ def _make_item(source: bytes, node: Node, prefix: list[Node], scope: _Scope) -> 
         kind = "method"
     if node.type == "impl_item":
         name = _impl_display_name(node)
-        qualified = "::".join(scope.module + (_impl_owner(node),))
+        local = (_impl_owner(node),)
     else:
         name_node = node.child_by_field_name("name")
         name = _text(name_node) if name_node is not None else node.type
-        parts = scope.module + ((scope.owner,) if scope.owner else ()) + (name,)
-        qualified = "::".join(parts)
+        local = ((scope.owner,) if scope.owner else ()) + (name,)
     start = prefix[0] if prefix else node
     text = _line_text(source, start.start_byte, node.end_byte)
     return Item(
         name=name,
         kind=kind,
-        qualified_name=qualified,
+        qualified_name="::".join(scope.module + local),
+        local_name="::".join(local),
         start_line=start.start_point[0] + 1,
         end_line=_end_line(node),
         text=text,
@@ -173,12 +173,13 @@ def _macro_call_item(source: bytes, node: Node, prefix: list[Node], scope: _Scop
     """An item-level macro call whose body is not items (bitflags!, a DSL): kept whole, searchable."""
     macro = node.child_by_field_name("macro")
     name = (_text(macro) if macro is not None else "macro") + "!"
-    parts = scope.module + ((scope.owner,) if scope.owner else ()) + (name,)
+    local = ((scope.owner,) if scope.owner else ()) + (name,)
     start = prefix[0] if prefix else node
     return Item(
         name=name,
         kind="macro_call",
-        qualified_name="::".join(parts),
+        qualified_name="::".join(scope.module + local),
+        local_name="::".join(local),
         start_line=start.start_point[0] + 1,
         end_line=_end_line(node),
         text=_line_text(source, start.start_byte, node.end_byte),
@@ -290,6 +291,7 @@ def _file_module_item(source: bytes, module: tuple[str, ...], docs: list[str], r
         name=module[-1] if module else "crate",
         kind="module",
         qualified_name="::".join(module),
+        local_name="",  # a file module's name is its file's name: not content, so not embedded
         start_line=1,
         end_line=max(end_line, 1),
         text="\n".join(lines),

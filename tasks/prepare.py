@@ -23,20 +23,19 @@ def read_source(source: SourceFile) -> tuple[bytes | None, FileIssue | None]:
     except OSError as error:
         return None, FileIssue(source.rel_path, f"unreadable: {error.strerror or error}")
     if b"\x00" in data[:8192]:
-        return None, FileIssue(source.rel_path, "binary file (NUL bytes), not Rust source")
+        return None, FileIssue(source.rel_path, "binary file (NUL bytes), not Rust source", retry=False)
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        return None, FileIssue(
-            source.rel_path, f"not valid UTF-8 (byte 0x{data[error.start]:02x} on line {line}); save it as UTF-8"
-        )
+        reason = f"not valid UTF-8 (byte 0x{data[error.start]:02x} on line {line}); save it as UTF-8"
+        return None, FileIssue(source.rel_path, reason, retry=False)
     return data, None
 
 
-def prepare_batch(files: Sequence[SourceFile], root: Path, chunker: Chunker) -> tuple[PreparedBatch, dict[str, float]]:
-    batch = PreparedBatch(list(files), [], [], [], [], [])
+def prepare_batch(files: Sequence[SourceFile], root: Path, chunker: Chunker) -> PreparedBatch:
     seconds = {"read": 0.0, "parse": 0.0, "chunk": 0.0, "secrets": 0.0}
+    batch = PreparedBatch(list(files), seconds=seconds)
     for source in files:
         started = time.perf_counter()
         data, problem = read_source(source)
@@ -64,4 +63,4 @@ def prepare_batch(files: Sequence[SourceFile], root: Path, chunker: Chunker) -> 
         batch.chunks.extend(kept)
         batch.secrets.extend(findings)
         batch.indexed.append(source.rel_path)
-    return batch, seconds
+    return batch

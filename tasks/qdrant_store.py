@@ -17,8 +17,6 @@ from qdrant_client import QdrantClient, models
 
 from tasks.records import Chunk
 
-UPSERT_BATCH = 256
-
 
 @dataclass(frozen=True, slots=True)
 class VectorHit:
@@ -51,14 +49,17 @@ def _path_filter(rel_paths: Sequence[str]) -> models.Filter:
 
 
 class QdrantStore:
-    def __init__(self, client: QdrantClient, collection: str, embedded: bool):
+    def __init__(self, client: QdrantClient, collection: str, embedded: bool, upsert_batch: int = 256):
         self.client = client
         self.collection = collection
         self.embedded = embedded
+        self.upsert_batch = upsert_batch
 
     @classmethod
-    def open(cls, qdrant_dir: Path, collection: str, url: str | None = None, api_key: str | None = None) -> QdrantStore:
-        return cls(connect(qdrant_dir, url, api_key), collection, embedded=not url)
+    def open(
+        cls, qdrant_dir: Path, collection: str, url: str | None = None, api_key: str | None = None, upsert_batch: int = 256
+    ) -> QdrantStore:
+        return cls(connect(qdrant_dir, url, api_key), collection, embedded=not url, upsert_batch=upsert_batch)
 
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection)
@@ -85,8 +86,8 @@ class QdrantStore:
         return int(params.size)
 
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
-        for start in range(0, len(chunks), UPSERT_BATCH):
-            batch = chunks[start : start + UPSERT_BATCH]
+        for start in range(0, len(chunks), self.upsert_batch):
+            batch = chunks[start : start + self.upsert_batch]
             points = [
                 models.PointStruct(id=chunk.id, vector=vectors[start + i].tolist(), payload=payload_of(chunk))
                 for i, chunk in enumerate(batch)

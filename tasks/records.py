@@ -28,6 +28,9 @@ class FileIssue:
 
     rel_path: str
     reason: str
+    # False when the file's content alone decides the failure (binary, invalid UTF-8): it is
+    # not read again until it changes. True for failures that may pass (unreadable).
+    retry: bool = True
 
     def __str__(self) -> str:
         return f"{self.rel_path}: {self.reason}"
@@ -39,7 +42,8 @@ class Item:
 
     name: str
     kind: str  # function, method, struct, enum, union, trait, impl, const, static, type, macro, module, macro_call
-    qualified_name: str
+    qualified_name: str  # module path from the crate layout, then owner and name: demo::net::Client::connect
+    local_name: str  # without the module path, so a moved file keeps it: Client::connect
     start_line: int  # 1-based, inclusive; starts at the item's first doc comment or attribute
     end_line: int
     text: str  # source of the item; containers have their children's bodies elided
@@ -87,19 +91,59 @@ class SecretFinding:
         return f"{self.rel_path}:{self.line} ({self.kind})"
 
 
-@dataclass(slots=True)
 class PreparedBatch:
-    """A batch of files read, parsed, chunked and scanned: ready to embed."""
+    """A batch of files read, parsed, chunked and scanned: ready to embed.
 
-    files: list[SourceFile]
-    chunks: list[Chunk]
-    indexed: list[str]  # files whose chunks are in `chunks` (possibly none)
-    skipped: list[FileIssue]  # files not indexed, with the reason
-    warnings: list[FileIssue]  # indexed, but with a problem (syntax errors)
-    secrets: list[SecretFinding]
+    This and EmbeddedBatch are plain classes on purpose: Prefect walks dataclass task
+    parameters field by field looking for futures (70 ms for a 2,000-chunk batch, several
+    times per task call); a plain object is handed over as it is.
+    """
+
+    __slots__ = ("files", "chunks", "indexed", "skipped", "warnings", "secrets", "seconds")
+
+    def __init__(
+        self,
+        files: list[SourceFile],
+        chunks: list[Chunk] | None = None,
+        indexed: list[str] | None = None,  # files whose chunks are in `chunks` (possibly none)
+        skipped: list[FileIssue] | None = None,  # files not indexed, with the reason
+        warnings: list[FileIssue] | None = None,  # indexed, but with a problem (syntax errors)
+        secrets: list[SecretFinding] | None = None,
+        seconds: dict[str, float] | None = None,  # read, parse, chunk, secrets
+    ):
+        self.files = files
+        self.chunks = chunks if chunks is not None else []
+        self.indexed = indexed if indexed is not None else []
+        self.skipped = skipped if skipped is not None else []
+        self.warnings = warnings if warnings is not None else []
+        self.secrets = secrets if secrets is not None else []
+        self.seconds = seconds if seconds is not None else {}
+
+    def __getstate__(self):  # picklable across the parse worker processes
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
-@dataclass(slots=True)
 class EmbeddedBatch:
-    chunks: list[Chunk]
-    vectors: np.ndarray  # float32, shape (len(chunks), dim), row i is chunks[i]
+    __slots__ = ("prepared", "vectors", "embedded", "reused", "seconds")
+
+    def __init__(
+        self,
+        prepared: PreparedBatch,
+        vectors: np.ndarray,  # float32, shape (len(chunks), dim), row i is prepared.chunks[i]
+        embedded: int = 0,  # texts the model embedded for this batch
+        reused: int = 0,  # chunks whose vector came from the cache (or repeated a text of this batch)
+        seconds: dict[str, float] | None = None,  # cache, embed
+    ):
+        self.prepared = prepared
+        self.vectors = vectors
+        self.embedded = embedded
+        self.reused = reused
+        self.seconds = seconds if seconds is not None else {}
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return self.prepared.chunks

@@ -1,84 +1,161 @@
-"""One indexing run's open resources (model, chunker, both stores) and the operations on them.
+"""One indexing run's open resources (models, chunker, cache, both stores) and the operations on them.
 
 Plain functions: the Prefect tasks in tasks/dag.py wrap them one to one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import queue
 import time
-from dataclasses import dataclass
-from typing import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterator, Sequence
 
 from tasks import progress
 from tasks.bulk import recover_bulk_mode
 from tasks.chunk import Chunker
 from tasks.commit import Manifest, incompatibility, load_manifest
 from tasks.embed import Embedder, ModelSpec, resolve_model
+from tasks.embed_cache import EmbeddingCache
 from tasks.merkle import Snapshot, load_snapshot, remove_snapshot
+from tasks.prepare import prepare_batch
 from tasks.qdrant_store import QdrantStore
-from tasks.records import EmbeddedBatch, PreparedBatch
+from tasks.recommend import Plan, recommend
+from tasks.records import EmbeddedBatch, PreparedBatch, SourceFile
 from tasks.settings import CodebaseLayout, Settings
-from tasks.tantivy_store import TantivyStore
+from tasks.stats import BatchOutcome, FileReason
 
 
 class IndexMismatch(RuntimeError):
     """The existing index cannot be updated in place; the message says to force a reindex."""
 
 
-@dataclass(slots=True)
 class IndexSession:
-    layout: CodebaseLayout
-    settings: Settings
-    spec: ModelSpec
-    embedder: Embedder
-    chunker: Chunker
-    tantivy: TantivyStore
-    qdrant: QdrantStore
-    manifest: Manifest
-    previous: Snapshot | None  # None: everything is indexed from scratch
-    fresh: bool  # the stores were empty or just cleared: nothing to delete first
+    """Open resources of one run. A plain class, not a dataclass, so Prefect passes it to
+    tasks as it is instead of walking its fields (see records.PreparedBatch)."""
+
+    def __init__(
+        self,
+        layout: CodebaseLayout,
+        settings: Settings,
+        plan: Plan,
+        spec: ModelSpec,
+        embedders: list[Embedder],
+        chunker: Chunker,
+        cache: EmbeddingCache,
+        tantivy,
+        qdrant: QdrantStore,
+        manifest: Manifest,
+        previous: Snapshot | None,  # None: everything is indexed from scratch
+    ):
+        self.layout = layout
+        self.settings = settings
+        self.plan = plan
+        self.spec = spec
+        self.embedders = embedders
+        self.chunker = chunker
+        self.cache = cache
+        self.tantivy = tantivy
+        self.qdrant = qdrant
+        self.manifest = manifest
+        self.previous = previous
+        self.fresh = False  # the stores were empty or just cleared: nothing to delete first
+        self._idle: queue.Queue = queue.Queue()
+        for model in embedders:
+            self._idle.put(model)
+        self._parse_pool: ProcessPoolExecutor | None = None
+
+    @contextlib.contextmanager
+    def embedder(self) -> Iterator[Embedder]:
+        """An embedder no other thread is using (one per worker)."""
+        model = self._idle.get()
+        try:
+            yield model
+        finally:
+            self._idle.put(model)
+
+    def worker_pids(self) -> list[int]:
+        pool = self._parse_pool
+        return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
 
     def close(self) -> None:
+        if self._parse_pool is not None:
+            self._parse_pool.shutdown(cancel_futures=True)
+        self.cache.close()
         self.tantivy.close()
         self.qdrant.close()
 
 
-def load_embedder(settings: Settings) -> Embedder:
+def plan_for_run(settings: Settings, files: int, total_bytes: int, mode: str | None) -> Plan:
+    """recommend()'s plan, with the user's explicit settings on top."""
+    plan = recommend(files, total_bytes, mode=None if mode in (None, "auto") else mode)
+    overrides = {}
+    if settings.file_batch_size:
+        overrides["file_batch_size"] = settings.file_batch_size
+    if settings.embed_threads:
+        overrides["embed_threads"] = settings.embed_threads
+    if settings.parse_processes is not None:
+        overrides["parse_processes"] = settings.parse_processes
+    return dataclasses.replace(plan, **overrides)
+
+
+def load_embedder(settings: Settings, threads: int | None = None) -> Embedder:
+    return Embedder(
+        resolve_model(settings),
+        batch_tokens=settings.embed_batch_tokens,
+        threads=threads or settings.embed_threads,
+        device=settings.embed_device,
+    )
+
+
+def open_session(
+    layout: CodebaseLayout, settings: Settings, plan: Plan, force: bool, reembed: bool = False
+) -> IndexSession:
+    """Load the model(s), open the cache and both stores, check the existing index can be updated."""
+    from tasks.tantivy_store import TantivyStore
+
     spec = resolve_model(settings)
-    return Embedder(spec, batch_size=settings.embed_batch_size, threads=settings.embed_threads)
-
-
-def open_session(layout: CodebaseLayout, settings: Settings, force: bool, embedder: Embedder | None = None) -> IndexSession:
-    """Load the model, open both stores, check the existing index can be updated."""
-    embedder = embedder or load_embedder(settings)
-    wanted = Manifest.for_run(layout, embedder.spec, embedder.dim, settings.qdrant_url)
     existing = load_manifest(layout.manifest_path)
+    embedders = [load_embedder(settings, plan.embed_threads) for _ in range(max(plan.workers, 1))]
+    wanted = Manifest.for_run(layout, spec, embedders[0].dim, settings.qdrant_url)
     if existing is not None and not force:
         reason = incompatibility(existing, wanted)
         if reason:
             raise IndexMismatch(f"{reason}; rebuild it with `rci index {layout.root} --force`")
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key)
+    qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key, plan.qdrant_batch)
     try:
-        tantivy = TantivyStore(layout.tantivy_dir)
+        tantivy = TantivyStore(layout.tantivy_dir, plan.tantivy_heap_bytes, plan.tantivy_threads)
     except BaseException:
         qdrant.close()
         raise
+    tokenizer = embedders[0].tokenizer()
     chunker = Chunker(
-        embedder.tokenizer(),
-        max_tokens=min(settings.max_chunk_tokens, embedder.max_tokens),
+        tokenizer,
+        max_tokens=min(settings.max_chunk_tokens, embedders[0].max_tokens),
         overlap_lines=settings.window_overlap_lines,
     )
+    cache = EmbeddingCache(layout.cache_path, spec.model_id)
     previous = None if force or existing is None else load_snapshot(layout.snapshot_path)
-    session = IndexSession(layout, settings, embedder.spec, embedder, chunker, tantivy, qdrant, wanted, previous, False)
+    session = IndexSession(layout, settings, plan, spec, embedders, chunker, cache, tantivy, qdrant, wanted, previous)
     try:
+        if reembed:
+            cache.clear()
         recover_bulk_mode(qdrant, layout.bulk_state_path)
         if previous is None:
             # Force, first run, or a run that died before its first commit: start from empty stores.
             clear_index(session)
         else:
-            qdrant.ensure_collection(embedder.dim)
+            qdrant.ensure_collection(embedders[0].dim)
+        if plan.parse_processes > 0:
+            session._parse_pool = ProcessPoolExecutor(
+                max_workers=plan.parse_processes,
+                initializer=_init_parse_worker,
+                initargs=(tokenizer.to_str(), chunker.max_tokens, chunker.overlap_lines),
+            )
     except BaseException:
         session.close()
         raise
@@ -91,7 +168,7 @@ def clear_index(session: IndexSession) -> None:
     session.layout.manifest_path.unlink(missing_ok=True)
     session.tantivy.delete_all()
     session.qdrant.delete_collection()
-    session.qdrant.ensure_collection(session.embedder.dim)
+    session.qdrant.ensure_collection(session.embedders[0].dim)
     session.previous = None
     session.fresh = True
 
@@ -110,22 +187,130 @@ def remove_files(session: IndexSession, rel_paths: Sequence[str]) -> dict[str, f
     return seconds
 
 
-def embed_batch(session: IndexSession, batch: PreparedBatch) -> tuple[EmbeddedBatch, dict[str, float]]:
+# --- read + parse + chunk, in this process or in worker processes ---------------------------
+
+_worker_chunker: Chunker | None = None
+
+
+def _init_parse_worker(tokenizer_json: str, max_tokens: int, overlap_lines: int) -> None:
+    from tokenizers import Tokenizer
+
+    global _worker_chunker
+    _worker_chunker = Chunker(Tokenizer.from_str(tokenizer_json), max_tokens, overlap_lines)
+
+
+def _prepare_in_worker(files: Sequence[SourceFile], root: Path) -> PreparedBatch:
+    return prepare_batch(files, root, _worker_chunker)
+
+
+def prepare(session: IndexSession, files: Sequence[SourceFile]) -> PreparedBatch:
+    """Read, parse, chunk and scan files: in a worker process when the plan has them (tree-sitter
+    holds the GIL, so threads would parse one file at a time)."""
+    if session._parse_pool is not None:
+        batch = session._parse_pool.submit(_prepare_in_worker, list(files), session.layout.root).result()
+    else:
+        batch = prepare_batch(files, session.layout.root, session.chunker)
+    progress.chunks_planned(len(batch.chunks))
+    return batch
+
+
+# --- embed, through the cache ------------------------------------------------------------------
+
+
+def embed_batch(session: IndexSession, batch: PreparedBatch) -> EmbeddedBatch:
+    """Vectors for the batch's chunks: from the cache where the same text was embedded before,
+    from the model otherwise (each distinct text once), then remembered."""
+    import numpy as np
+
     started = time.perf_counter()
-    vectors = session.embedder.embed(
-        [chunk.embed_text for chunk in batch.chunks],
-        lengths=[chunk.n_tokens for chunk in batch.chunks],
-        on_progress=progress.chunks_embedded,
-    )
-    return EmbeddedBatch(batch.chunks, vectors), {"embed": time.perf_counter() - started}
+    chunks = batch.chunks
+    keys = [session.cache.key(chunk.embed_text) for chunk in chunks]
+    cached = session.cache.get_many(keys)
+    missing: dict[bytes, int] = {}  # key -> index of the first chunk with that text
+    for index, key in enumerate(keys):
+        if key not in cached and key not in missing:
+            missing[key] = index
+    progress.chunks_embedded(len(chunks) - len(missing))  # cache hits and repeated texts
+    lookup_seconds = time.perf_counter() - started
+
+    fresh: dict[bytes, np.ndarray] = {}
+    embed_seconds = 0.0
+    if missing:
+        texts = [chunks[i].embed_text for i in missing.values()]
+        lengths = [chunks[i].n_tokens for i in missing.values()]
+        with session.embedder() as model:  # waiting for a free model is not embedding
+            started = time.perf_counter()
+            vectors = model.embed(texts, lengths, on_progress=progress.chunks_embedded)
+            embed_seconds = time.perf_counter() - started
+        fresh = dict(zip(missing, vectors))
+        session.cache.put_many(fresh.items())
+
+    out = np.empty((len(chunks), session.embedders[0].dim), dtype=np.float32)
+    for index, key in enumerate(keys):
+        out[index] = cached[key] if key in cached else fresh[key]
+    return EmbeddedBatch(
+        batch, out, embedded=len(missing), reused=len(chunks) - len(missing),
+        seconds={"cache": lookup_seconds, "embed": embed_seconds},
+    )  # fmt: skip
 
 
-def write_batch(session: IndexSession, batch: EmbeddedBatch) -> dict[str, float]:
+# --- write: the single writer ------------------------------------------------------------------
+
+
+def write_batch(session: IndexSession, batch: EmbeddedBatch) -> BatchOutcome:
     """Add the batch to both stores. The Tantivy writer is only ever used from here and commit."""
     started = time.perf_counter()
     session.tantivy.add(batch.chunks)
     tantivy_seconds = time.perf_counter() - started
     started = time.perf_counter()
     session.qdrant.upsert(batch.chunks, batch.vectors)
-    return {"tantivy": tantivy_seconds, "qdrant": time.perf_counter() - started}
+    qdrant_seconds = time.perf_counter() - started
+    progress.files_done(len(batch.prepared.files))
+    return outcome_of(batch, {"tantivy": tantivy_seconds, "qdrant": qdrant_seconds})
 
+
+def outcome_of(batch: EmbeddedBatch, write_seconds: dict[str, float]) -> BatchOutcome:
+    prepared = batch.prepared
+    seconds = dict(prepared.seconds)
+    for part in (batch.seconds, write_seconds):
+        for stage, value in part.items():
+            seconds[stage] = seconds.get(stage, 0.0) + value
+    return BatchOutcome(
+        files=len(prepared.files),
+        indexed=prepared.indexed,
+        skipped=[FileReason(path=i.rel_path, reason=i.reason) for i in prepared.skipped],
+        warnings=[FileReason(path=i.rel_path, reason=i.reason) for i in prepared.warnings],
+        secrets=[str(f) for f in prepared.secrets],
+        failed=[(i.rel_path, i.reason, i.retry) for i in prepared.skipped],
+        chunks_written=len(prepared.chunks),
+        chunks_embedded=batch.embedded,
+        chunks_reused=batch.reused,
+        seconds=seconds,
+    )
+
+
+def index_one_by_one(session: IndexSession, files: Sequence[SourceFile]) -> BatchOutcome:
+    """Sequential mode's unit of work: each file through every stage before the next file."""
+    total: BatchOutcome | None = None
+    for source in files:
+        outcome = write_batch(session, embed_batch(session, prepare(session, [source])))
+        total = outcome if total is None else merge_outcomes(total, outcome)
+    return total or BatchOutcome(files=0, indexed=[])
+
+
+def merge_outcomes(a: BatchOutcome, b: BatchOutcome) -> BatchOutcome:
+    seconds = dict(a.seconds)
+    for stage, value in b.seconds.items():
+        seconds[stage] = seconds.get(stage, 0.0) + value
+    return BatchOutcome(
+        files=a.files + b.files,
+        indexed=a.indexed + b.indexed,
+        skipped=a.skipped + b.skipped,
+        warnings=a.warnings + b.warnings,
+        secrets=a.secrets + b.secrets,
+        failed=a.failed + b.failed,
+        chunks_written=a.chunks_written + b.chunks_written,
+        chunks_embedded=a.chunks_embedded + b.chunks_embedded,
+        chunks_reused=a.chunks_reused + b.chunks_reused,
+        seconds=seconds,
+    )

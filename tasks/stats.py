@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from tasks.records import FileIssue, SecretFinding
 
-STAGES = ("discover", "hash", "read", "parse", "chunk", "secrets", "embed", "tantivy", "qdrant", "commit")
+STAGES = ("discover", "hash", "read", "parse", "chunk", "secrets", "cache", "embed", "tantivy", "qdrant", "commit")
 
 
 class FileReason(BaseModel):
@@ -31,11 +31,14 @@ class IndexStats(BaseModel):
     files_skipped: list[FileReason] = Field(default_factory=list)  # not indexed, with the reason
     warnings: list[FileReason] = Field(default_factory=list)  # indexed, with a problem (syntax errors)
     chunks_written: int = 0
-    chunks_embedded: int = 0
+    chunks_embedded: int = 0  # texts the model embedded
+    chunks_reused: int = 0  # vectors taken from the embedding cache
     chunks_total: int = 0  # chunks in the index after the run
     secrets_withheld: list[str] = Field(default_factory=list)  # "path:line (kind)", never the secret
-    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)  # summed over batches (and threads)
     wall_seconds: float = 0.0
+    peak_rss_mb: float = 0.0  # this run's process and its worker processes
+    plan: dict = Field(default_factory=dict)  # recommend()'s choices: mode, reason, workers, batch sizes
     notes: list[str] = Field(default_factory=list)
 
     def skip(self, issues: list[FileIssue]) -> None:
@@ -46,6 +49,34 @@ class IndexStats(BaseModel):
 
     def withheld(self, findings: list[SecretFinding]) -> None:
         self.secrets_withheld += [str(f) for f in findings]
+
+
+class BatchOutcome(BaseModel):
+    """What one batch did, whatever the mode: the flow adds these up."""
+
+    files: int
+    indexed: list[str]
+    skipped: list[FileReason] = Field(default_factory=list)
+    warnings: list[FileReason] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)
+    failed: list[tuple[str, str, bool]] = Field(default_factory=list)  # (path, reason, retry)
+    chunks_written: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+    def add_to(self, stats: IndexStats, clock: StageClock) -> None:
+        stats.files_indexed += len(self.indexed)
+        stats.files_skipped += self.skipped
+        stats.warnings += self.warnings
+        stats.secrets_withheld += self.secrets
+        stats.chunks_written += self.chunks_written
+        stats.chunks_embedded += self.chunks_embedded
+        stats.chunks_reused += self.chunks_reused
+        clock.merge(self.seconds)
+
+    def failures(self) -> list[FileIssue]:
+        return [FileIssue(path, reason, retry) for path, reason, retry in self.failed]
 
 
 class StageClock:

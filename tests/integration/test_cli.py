@@ -45,8 +45,8 @@ def test_directory_without_rust_files(tmp_path, data_dir):
     assert not data_dir.exists()
 
 
-def test_mode_not_built_yet_is_refused(demo_crate, data_dir):
-    assert_one_line_error(rci("index", str(demo_crate), "--mode", "parallel"), "'parallel' is not available yet")
+def test_unknown_mode_is_refused(demo_crate, data_dir):
+    assert_one_line_error(rci("index", str(demo_crate), "--mode", "turbo"), "unknown indexing mode 'turbo'")
     assert not data_dir.exists()
 
 
@@ -61,7 +61,10 @@ def test_index_search_status_end_to_end(demo_crate, data_dir):
     assert not NOISE.search(out + result.stderr), out + result.stderr
     assert result.stderr == ""  # no progress bar drawn when stderr is not a terminal
     assert f"Indexed {demo_crate}" in out
+    assert re.search(r"^  mode     (sequential|parallel|pipeline): .+$", out, re.M)  # what recommend() picked, and why
     assert "11 found: 9 indexed, 0 unchanged, 0 deleted, 5 skipped" in out
+    assert "45 written (45 embedded, 0 from the cache), 45 in the index" in out
+    assert re.search(r"^  memory   peak RSS [\d,]+ MB$", out, re.M)
     assert "skipped  src/latin1.rs: not valid UTF-8 (byte 0xe9 on line 1); save it as UTF-8" in out
     assert "skipped  src/blob.rs: binary file (NUL bytes), not Rust source" in out
     assert "warning  src/broken.rs: syntax errors at line 6, 7" in out
@@ -99,10 +102,19 @@ def test_index_search_status_end_to_end(demo_crate, data_dir):
 
     again = rci("index", str(demo_crate), "--json")
     stats = json.loads(again.stdout)
-    assert stats["chunks_embedded"] == 0 and stats["files_unchanged"] == 9
+    assert stats["mode"] == "up-to-date" and stats["chunks_embedded"] == 0 and stats["files_unchanged"] == 9
+    assert stats["chunks_total"] == 45
+    assert {s["path"] for s in stats["files_skipped"]} >= {"src/latin1.rs", "src/blob.rs"}  # still reported
+    plain = rci("index", str(demo_crate))
+    assert plain.stdout.startswith(f"Up to date {demo_crate}: nothing changed since the last run")
 
-    forced = rci("index", str(demo_crate), "--force")
+    (demo_crate / "src" / "net.rs").touch()  # same content, new mtime: the flow runs, embeds nothing
+    touched = json.loads(rci("index", str(demo_crate), "--json").stdout)
+    assert touched["mode"] != "up-to-date" and touched["chunks_embedded"] == 0 and touched["files_indexed"] == 0
+
+    forced = rci("index", str(demo_crate), "--force", "--mode", "sequential")
     assert forced.returncode == 0 and f"Rebuilt {demo_crate}" in forced.stdout
+    assert "45 written (0 embedded, 45 from the cache)" in forced.stdout
 
 
 def test_without_a_prefect_server_the_output_is_still_clean(tmp_path, data_dir):

@@ -139,8 +139,10 @@ def test_incremental_run_changes_exactly_what_changed(demo_crate, data_dir):
             assert "demo_tensor::net::count_words" in by_path["src/net.rs"]
             assert "demo_tensor::net::word_frequencies" not in by_path["src/net.rs"]
             assert by_path["src/lib.rs"] == EXPECTED_SYMBOLS["src/lib.rs"]
-        # Only the two changed files were embedded; untouched files keep their ids and vectors.
-        assert stats.chunks_embedded == sum(1 for d in docs.values() if d["path"] in ("src/net.rs", "src/extra.rs"))
+        # Both changed files were rewritten in the stores, but only text that changed was embedded:
+        # the renamed function and the new file's function; net.rs's other chunks came from the cache.
+        assert stats.chunks_written == sum(1 for d in docs.values() if d["path"] in ("src/net.rs", "src/extra.rs")) == 5
+        assert (stats.chunks_embedded, stats.chunks_reused) == (2, 3)
         unchanged_ids = {i for i, d in before.items() if d["path"] not in ("src/net.rs", "src/backend.rs")}
         assert unchanged_ids <= set(docs)
         after_vectors = {str(p.id): p.vector for p in qdrant.points_of("src/lib.rs", with_vectors=True)}
@@ -155,8 +157,12 @@ def test_incremental_run_changes_exactly_what_changed(demo_crate, data_dir):
 
     forced = index_codebase(directory=str(demo_crate), force_reindex=True)
     assert forced.files_indexed == 9 and forced.chunks_written == forced.chunks_total == len(docs)
+    assert (forced.chunks_embedded, forced.chunks_reused) == (0, len(docs))  # a warm cache: nothing to embed
     with open_stores(demo_crate) as (_, tantivy, qdrant):
         assert set(tantivy_docs(tantivy)) == set(docs) == set(qdrant_points(qdrant))  # same deterministic ids
+
+    reembedded = index_codebase(directory=str(demo_crate), force_reembed=True)
+    assert (reembedded.chunks_embedded, reembedded.chunks_reused) == (len(docs), 0)
 
 
 def test_a_failed_run_keeps_the_previous_snapshot_and_the_next_run_repairs(demo_crate, data_dir, monkeypatch):

@@ -23,7 +23,7 @@ def test_one_chunk_per_item_with_context_header(chunker):
     upload = chunks["demo_tensor::net::retry_failed_upload"]
     assert upload.windows == 1 and upload.kind == "function"
     assert upload.embed_text.startswith(
-        "src/net.rs\nfunction demo_tensor::net::retry_failed_upload\n"
+        "function retry_failed_upload\n"
         "Sends a file to the server again after a failure, waiting twice as long after each attempt.\n"
     )
     assert upload.embed_text.endswith(upload.code)
@@ -52,7 +52,7 @@ def test_long_item_is_windowed_without_losing_a_line(chunker, embedder):
     counter = embedder.tokenizer()
     for window in windows:
         assert len(counter.encode(window.embed_text).ids) <= 256  # within the model's trained input
-        assert window.embed_text.startswith("src/long.rs\nfunction demo_tensor::long::opcode_name\n")
+        assert window.embed_text.startswith("function opcode_name\nHuman-readable name of a virtual machine opcode.\n")
     # Every source line is in some window, and consecutive windows overlap.
     source_lines = (FIXTURE / "src/long.rs").read_text().splitlines()
     covered = {line for w in windows for line in range(w.start_line, w.end_line + 1)}
@@ -75,6 +75,16 @@ def test_a_single_huge_line_is_split_not_truncated(embedder):
     assert all(len(embedder.tokenizer().encode(c.embed_text).ids) <= 64 for c in chunks)
 
 
-def test_context_header_uses_first_doc_line(chunker):
-    item = parse_file("src/a.rs", b"/// First line.\n/// Second.\nfn f() {}\n", ("demo",)).items[0]
-    assert context_header("src/a.rs", item) == "src/a.rs\nfunction demo::f\nFirst line."
+def test_context_header_holds_no_location(chunker):
+    source = b"impl Client {\n    /// First line.\n    /// Second.\n    fn connect(&self) {}\n}\n"
+    method = next(i for i in parse_file("src/net/a.rs", source, ("demo", "net", "a")).items if i.kind == "method")
+    assert context_header(method) == "method Client::connect\nFirst line."
+
+
+def test_moving_a_file_keeps_every_embedded_text(chunker):
+    """The embedding cache is keyed by the embedded text: a moved file must not change it."""
+    source = (FIXTURE / "src/net.rs").read_bytes()
+    here = chunker.chunks_for(parse_file("src/net.rs", source, ("demo_tensor", "net")))
+    moved = chunker.chunks_for(parse_file("src/io/transport.rs", source, ("demo_tensor", "io", "transport")))
+    assert [c.embed_text for c in here] == [c.embed_text for c in moved]
+    assert [c.qualified_name for c in here] != [c.qualified_name for c in moved]

@@ -48,3 +48,20 @@ def test_unknown_model_name_is_a_clear_error(tmp_path):
     spec = resolve_model(load_settings(data_dir=tmp_path, model_name="no-such/model"))
     with pytest.raises(SettingsError, match="cannot load embedding model 'no-such/model'"):
         Embedder(spec)
+
+
+def test_execution_providers_follow_the_device_setting(monkeypatch):
+    import onnxruntime
+
+    from tasks.embed import execution_providers
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert execution_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(SettingsError, match="no CUDA provider"):
+        execution_providers("cuda")
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert execution_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("cpu") == ["CPUExecutionProvider"]

@@ -6,7 +6,8 @@ import pytest
 
 from tasks import merkle
 from tasks.discover import discover
-from tasks.merkle import Leaf, Snapshot, build_snapshot, diff, load_snapshot, merkle_root, save_snapshot
+from tasks.merkle import Failure, Leaf, Snapshot, build_snapshot, diff, load_snapshot, merkle_root, save_snapshot
+from tasks.records import FileIssue
 
 
 def snapshot_of(root: Path, previous=None):
@@ -24,7 +25,9 @@ def test_diff_finds_added_modified_deleted(tmp_path):
     second, _ = snapshot_of(tmp_path, first)
     changes = diff(first, second)
     assert (changes.added, changes.modified, changes.deleted, changes.unchanged) == (["d.rs"], ["a.rs"], ["c.rs"], ["b.rs"])
-    assert changes.to_index == ["a.rs", "d.rs"] and changes.to_remove == ["a.rs", "c.rs"]
+    assert changes.to_index == ["a.rs", "d.rs"]
+    # Added files are cleared too: a run that died after writing some of their chunks is repaired.
+    assert changes.to_remove == ["a.rs", "c.rs", "d.rs"]
 
 
 def test_unchanged_size_and_mtime_skip_hashing(tmp_path, monkeypatch):
@@ -95,3 +98,39 @@ def test_failed_write_keeps_the_previous_snapshot(tmp_path, monkeypatch):
 def test_without_drops_failed_files():
     snapshot = Snapshot({"a.rs": Leaf("a.rs", 1, 1, "h"), "b.rs": Leaf("b.rs", 1, 1, "g")})
     assert list(snapshot.without(["b.rs"]).leaves) == ["a.rs"]
+
+
+def test_parallel_hashing_gives_the_same_snapshot(tmp_path):
+    for i in range(40):
+        (tmp_path / f"f{i}.rs").write_text(f"fn f{i}() {{}}\n" * (i + 1) * 100)
+    files = discover(tmp_path, 1 << 20).files
+    one, _ = build_snapshot(files, None, workers=1)
+    many, _ = build_snapshot(files, None, workers=4)
+    assert one.leaves == many.leaves and one.root_hash == many.root_hash
+
+
+def test_content_failures_are_remembered_until_the_content_changes(tmp_path):
+    (tmp_path / "ok.rs").write_text("fn ok() {}\n")
+    (tmp_path / "bad.rs").write_bytes(b"\xff\xfe")
+    first, _ = snapshot_of(tmp_path)
+    saved = first.after_run([FileIssue("bad.rs", "not valid UTF-8", retry=False)])
+    assert list(saved.leaves) == ["ok.rs"] and saved.failed["bad.rs"].reason == "not valid UTF-8"
+    path = tmp_path / "snap.json"
+    save_snapshot(path, saved)
+    reloaded = load_snapshot(path)
+    assert reloaded.failed == saved.failed
+
+    again, _ = snapshot_of(tmp_path, reloaded)
+    unchanged = diff(reloaded, again)
+    assert unchanged.nothing_to_do and unchanged.to_index == []
+    assert [(i.rel_path, i.reason) for i in unchanged.still_failing] == [("bad.rs", "not valid UTF-8")]
+
+    (tmp_path / "bad.rs").write_text("fn fixed() {}\n")
+    fixed = diff(reloaded, snapshot_of(tmp_path, reloaded)[0])
+    assert fixed.to_index == ["bad.rs"] and fixed.still_failing == []
+
+
+def test_failures_that_may_pass_are_not_remembered():
+    snapshot = Snapshot({"a.rs": Leaf("a.rs", 1, 1, "h")})
+    saved = snapshot.after_run([FileIssue("a.rs", "unreadable: Permission denied", retry=True)])
+    assert saved.leaves == {} and saved.failed == {}  # retried next run

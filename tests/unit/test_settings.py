@@ -10,8 +10,8 @@ from tasks.settings import CodebaseLayout, SettingsError, available_profiles, co
 def profiles(tmp_path, monkeypatch):
     folder = tmp_path / "profiles"
     folder.mkdir()
-    (folder / "small.toml").write_text('embed_batch_size = 8\nmax_file_bytes = 1000\n[prefect]\nPREFECT_API_URL = "http://x/api"\n')
-    (folder / "broken.toml").write_text("embed_batch_size = [\n")
+    (folder / "small.toml").write_text('embed_batch_tokens = 512\nmax_file_bytes = 1000\n[prefect]\nPREFECT_API_URL = "http://x/api"\n')
+    (folder / "broken.toml").write_text("embed_batch_tokens = [\n")
     monkeypatch.setattr(settings_module, "PROFILES_DIR", folder)
     return folder
 
@@ -21,17 +21,17 @@ def test_defaults_use_the_users_data_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     settings = load_settings()
     assert settings.data_dir == tmp_path / "xdg" / "rust-code-index"
-    assert settings.qdrant_url is None and settings.max_chunk_tokens == 256
+    assert settings.qdrant_url is None and settings.max_chunk_tokens == 256 and settings.indexing_mode == "auto"
 
 
 def test_profile_then_environment_then_arguments(profiles, monkeypatch):
     monkeypatch.setenv("RCI_PROFILE", "small")
     settings = load_settings()
-    assert (settings.profile, settings.embed_batch_size, settings.max_file_bytes) == ("small", 8, 1000)
+    assert (settings.profile, settings.embed_batch_tokens, settings.max_file_bytes) == ("small", 512, 1000)
     assert settings.prefect == {"PREFECT_API_URL": "http://x/api"}
-    monkeypatch.setenv("RCI_EMBED_BATCH_SIZE", "16")
-    assert load_settings().embed_batch_size == 16  # the environment beats the profile
-    assert load_settings(embed_batch_size=4).embed_batch_size == 4  # arguments beat both
+    monkeypatch.setenv("RCI_EMBED_BATCH_TOKENS", "2048")
+    assert load_settings().embed_batch_tokens == 2048  # the environment beats the profile
+    assert load_settings(embed_batch_tokens=256).embed_batch_tokens == 256  # arguments beat both
 
 
 def test_unknown_or_broken_profile_is_a_clear_error(profiles, monkeypatch):
@@ -44,8 +44,8 @@ def test_unknown_or_broken_profile_is_a_clear_error(profiles, monkeypatch):
 
 
 def test_invalid_value_names_the_variable(monkeypatch):
-    monkeypatch.setenv("RCI_EMBED_BATCH_SIZE", "zero")
-    with pytest.raises(SettingsError, match="RCI_EMBED_BATCH_SIZE"):
+    monkeypatch.setenv("RCI_EMBED_BATCH_TOKENS", "zero")
+    with pytest.raises(SettingsError, match="RCI_EMBED_BATCH_TOKENS"):
         load_settings()
 
 

@@ -1,0 +1,108 @@
+"""The three shapes of the indexing DAG, over the same tasks.
+
+    sequential  [file -> read/parse/chunk -> embed -> write] then the next file
+    parallel    batches B1..Bn on the task runner's threads: read/parse/chunk (in processes
+                when planned) -> embed, each worker with its own model; the flow's thread
+                writes each batch as it finishes (the single writer)
+    pipeline    prepare(B1) -> embed(B1) -> write(B1)
+                   prepare(B2) -> embed(B2) -> write(B2)        embeds chained, writes chained:
+                      prepare(B3) -> embed(B3) -> write(B3)     B3 is parsed while B2 is embedded
+                                                                and B1 written; at most
+                                                                max_in_flight batches at once
+
+Every shape returns the files that failed, and adds each batch's outcome to the run's stats.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Sequence
+
+from prefect.futures import PrefectFuture, as_completed, wait
+
+from tasks import dag, progress
+from tasks.records import FileIssue, SourceFile
+from tasks.session import IndexSession
+from tasks.stats import BatchOutcome, IndexStats, StageClock
+
+
+def batches(files: Sequence[SourceFile], size: int) -> list[list[SourceFile]]:
+    return [list(files[start : start + size]) for start in range(0, len(files), size)]
+
+
+class _Tally:
+    """Adds batch outcomes to the stats and remembers the failures."""
+
+    def __init__(self, stats: IndexStats, clock: StageClock):
+        self.stats, self.clock = stats, clock
+        self.failures: list[FileIssue] = []
+
+    def add(self, outcome: BatchOutcome) -> None:
+        outcome.add_to(self.stats, self.clock)
+        self.failures += outcome.failures()
+
+
+def index_sequential(index: IndexSession, files: Sequence[SourceFile], tally: _Tally) -> None:
+    for batch in batches(files, index.plan.file_batch_size):
+        tally.add(dag.index_one_by_one(index, batch))
+
+
+def index_parallel(index: IndexSession, files: Sequence[SourceFile], tally: _Tally) -> None:
+    pending = deque(batches(files, index.plan.file_batch_size))
+    running: set[PrefectFuture] = set()
+    with _settled(running):
+        while pending or running:
+            while pending and len(running) < index.plan.max_in_flight:
+                running.add(dag.prepare_and_embed.submit(index, pending.popleft()))
+            finished = next(as_completed(list(running)))
+            running.discard(finished)
+            tally.add(dag.write_batch(index, finished.result()))  # the flow's thread: the single writer
+
+
+def index_pipeline(index: IndexSession, files: Sequence[SourceFile], tally: _Tally) -> None:
+    in_flight: deque[PrefectFuture] = deque()
+    submitted: set[PrefectFuture] = set()
+    last_embed = last_write = None
+    with _settled(submitted):
+        for batch in batches(files, index.plan.file_batch_size):
+            prepared = dag.prepare_batch.submit(index, batch)
+            # One embedder uses every core, one writer owns the stores: each stage takes its
+            # batches in order, while the next batch's read and parse run alongside.
+            embedded = dag.embed_batch.submit(index, prepared, wait_for=[last_embed] if last_embed else None)
+            written = dag.write_batch.submit(index, embedded, wait_for=[last_write] if last_write else None)
+            submitted.update((prepared, embedded, written))
+            last_embed, last_write = embedded, written
+            in_flight.append(written)
+            while len(in_flight) >= index.plan.max_in_flight:
+                tally.add(in_flight.popleft().result())
+        while in_flight:
+            tally.add(in_flight.popleft().result())
+
+
+class _settled:
+    """On failure, let every submitted task finish before the stores are closed under them."""
+
+    def __init__(self, futures: set[PrefectFuture]):
+        self.futures = futures
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None and self.futures:
+            wait(list(self.futures))
+
+
+MODES: dict[str, Callable[[IndexSession, Sequence[SourceFile], _Tally], None]] = {
+    "sequential": index_sequential,
+    "parallel": index_parallel,
+    "pipeline": index_pipeline,
+}
+
+
+def run_mode(index: IndexSession, files: Sequence[SourceFile], stats: IndexStats, clock: StageClock) -> list[FileIssue]:
+    """Index `files` in the session's planned mode; returns the files that failed."""
+    progress.files_planned(len(files))
+    tally = _Tally(stats, clock)
+    MODES[index.plan.mode](index, files, tally)
+    return tally.failures

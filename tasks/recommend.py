@@ -1,0 +1,105 @@
+"""recommend(): mode, workers and batch sizes from the code base's size and the machine.
+
+The rule, first match wins (measured on 2 cores / 24 GiB, see README "Benchmarks"):
+
+| condition                              | mode       | why                                                  |
+| -------------------------------------- | ---------- | ---------------------------------------------------- |
+| less than 1 GiB of memory available    | sequential | smallest footprint: one file in memory at a time     |
+| at most 8 files to index               | sequential | nothing to overlap; cross-file batches cannot form   |
+| under 2,000 files, 4+ GiB available    | parallel   | fastest: one model per core, whole batches at once   |
+| otherwise                              | pipeline   | stages overlap, memory bounded by batches in flight  |
+
+Embedding is almost all the work and keeps every core busy in any mode. On the small
+corpus (105 files, 2 cores) parallel ran at 1.02x the embed-only limit, pipeline 1.12x,
+sequential 1.29x; parallel holds one model per worker (942 MB peak against 700).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import psutil
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    mode: str
+    reason: str
+    file_batch_size: int  # files per batch (every mode)
+    workers: int  # batches processed at once (parallel); embedders in use
+    embed_threads: int  # ONNX Runtime threads per embedder
+    max_in_flight: int  # batches between read and write at once (pipeline)
+    parse_processes: int  # processes for read+parse+chunk; 0: in the calling thread
+    hash_workers: int  # threads hashing changed files
+    tantivy_heap_bytes: int
+    tantivy_threads: int
+    qdrant_batch: int  # points per upsert call
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    cores: int
+    available_bytes: int
+
+    @classmethod
+    def current(cls) -> Machine:
+        cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+        return cls(cores, psutil.virtual_memory().available)
+
+
+def choose_mode(files: int, machine: Machine) -> tuple[str, str]:
+    """The table above: (mode, reason)."""
+    memory = f"{machine.available_bytes / GIB:.1f} GiB available"
+    if machine.available_bytes < GIB:
+        return "sequential", f"only {memory}: one file in memory at a time"
+    if files <= 8:
+        return "sequential", f"{files} files to index: nothing to overlap"
+    if files < 2000 and machine.available_bytes >= 4 * GIB:
+        return "parallel", f"{machine.cores} cores, {files:,} files, {memory}: one model per core, batches at once"
+    return "pipeline", f"{machine.cores} cores, {files:,} files, {memory}: stages overlap, memory stays bounded"
+
+
+def recommend(files: int, total_bytes: int = 0, machine: Machine | None = None, mode: str | None = None) -> Plan:
+    """The plan for indexing `files` files (`total_bytes` of source); `mode` forces the mode."""
+    machine = machine or Machine.current()
+    chosen, reason = choose_mode(files, machine)
+    if mode and mode != chosen:
+        chosen, reason = mode, "chosen by the caller"
+    cores = max(machine.cores, 1)
+    # Memory a run may use for its own buffers: a quarter of what is free, at most 2 GiB.
+    allowance = min(machine.available_bytes // 4, 2 * GIB)
+
+    workers = cores if chosen == "parallel" else 1
+    # Enough batches to overlap stages (>= 8 in a pipeline), small enough that one batch's
+    # chunks stay a few MB (~30 chunks per file, ~2.5 KB per chunk with its vector).
+    file_batch_size = max(8, min(128, math.ceil(files / 8))) if chosen != "sequential" else 64
+    # Tantivy: 2.3 s for 31k chunks at 50 MB / 1 thread, 2.1 s at 200 MB / 2 threads (medium
+    # corpus): under 1% of a run either way, so budgets stay modest and inside the allowance.
+    tantivy_heap = min(64 * MIB if total_bytes < 10 * MIB else 256 * MIB, max(allowance // 4, 16 * MIB))
+    tantivy_threads = 1 if files < 1000 or cores < 4 else 2
+    # Qdrant upserts: the embedded store ran 958-994 points/s at 64-1,024 per call (flat);
+    # a server saves round trips with bigger calls (the seed plan's Task 3.2 table).
+    estimated_chunks = files * 30
+    qdrant_batch = 64 if estimated_chunks < 1000 else 128 if estimated_chunks < 10_000 else 256
+    if estimated_chunks >= 50_000:
+        qdrant_batch = 512
+    return Plan(
+        mode=chosen,
+        reason=reason,
+        file_batch_size=file_batch_size,
+        workers=workers,
+        embed_threads=max(1, cores // workers),
+        max_in_flight=3 if chosen == "pipeline" else workers * 2,
+        parse_processes=0 if cores < 4 or chosen == "sequential" else min(cores // 2, 4),
+        hash_workers=1 if chosen == "sequential" else min(cores * 2, 8),
+        tantivy_heap_bytes=int(tantivy_heap),
+        tantivy_threads=tantivy_threads,
+        qdrant_batch=qdrant_batch,
+    )

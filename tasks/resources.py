@@ -1,0 +1,57 @@
+"""Peak resident memory of one run: this process and the worker processes it owns, sampled.
+
+The process-wide peak (getrusage) would include earlier runs of a long-lived Prefect
+worker; sampling measures this run alone. Other children (Prefect's temporary server)
+are not the run's and are not counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable
+
+import psutil
+
+
+class PeakRss:
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rci-rss", daemon=True)
+        self._process = psutil.Process()
+        self._worker_pids: Callable[[], Iterable[int]] = lambda: ()
+
+    def watch(self, worker_pids: Callable[[], Iterable[int]]) -> None:
+        """Also count these processes (the run's parse workers)."""
+        self._worker_pids = worker_pids
+
+    def __enter__(self) -> PeakRss:
+        self._measure()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._measure()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_bytes / (1 << 20), 1)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._measure()
+
+    def _measure(self) -> None:
+        try:
+            total = self._process.memory_info().rss
+            for pid in list(self._worker_pids()):
+                try:
+                    total += psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            return
+        self.peak_bytes = max(self.peak_bytes, total)

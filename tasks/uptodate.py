@@ -1,0 +1,51 @@
+"""Is there nothing to index? Answered from file sizes and mtimes alone, in milliseconds.
+
+`rci index` asks before it starts a Prefect flow run: starting Prefect's temporary server
+costs ~6 s on 2 cores, far more than finding out that nothing changed. Any doubt (a file
+touched, added or deleted; another model or version; an interrupted bulk load; a file that
+could not be read last time) answers "no", and the flow does the real work.
+"""
+
+from __future__ import annotations
+
+from tasks.commit import Manifest, incompatibility, load_manifest
+from tasks.discover import Discovery
+from tasks.embed import resolve_model
+from tasks.merkle import load_snapshot
+from tasks.records import FileIssue
+from tasks.settings import CodebaseLayout, Settings
+from tasks.stats import IndexStats
+
+
+def up_to_date(layout: CodebaseLayout, settings: Settings, found: Discovery) -> IndexStats | None:
+    """The run's stats if the index already matches the files, else None."""
+    manifest = load_manifest(layout.manifest_path)
+    if manifest is None or layout.bulk_state_path.exists():
+        return None
+    wanted = Manifest.for_run(layout, resolve_model(settings), manifest.model_dim, settings.qdrant_url)
+    if incompatibility(manifest, wanted):
+        return None  # the flow stops with the explanation
+    previous = load_snapshot(layout.snapshot_path)
+    if previous is None:
+        return None
+    known = {**{path: failure.leaf for path, failure in previous.failed.items()}, **previous.leaves}
+    if len(known) != len(found.files):
+        return None
+    for source in found.files:
+        leaf = known.get(source.rel_path)
+        if leaf is None or leaf.size != source.size or leaf.mtime_ns != source.mtime_ns:
+            return None
+    from tasks.tantivy_store import TantivyStore
+
+    stats = IndexStats(
+        directory=str(layout.root),
+        codebase_id=layout.codebase_id,
+        data_dir=str(layout.data_dir),
+        mode="up-to-date",
+        files_total=len(found.files),
+        files_unchanged=len(previous.leaves),
+        chunks_total=TantivyStore.open_existing(layout.tantivy_dir).count(),
+    )
+    stats.skip(found.skipped)
+    stats.skip([FileIssue(path, failure.reason, retry=False) for path, failure in sorted(previous.failed.items())])
+    return stats

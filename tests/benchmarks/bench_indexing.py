@@ -1,0 +1,213 @@
+"""Indexing benchmark: every mode on real Rust code, side by side in one run.
+
+    .venv/bin/python tests/benchmarks/bench_indexing.py                # small + medium + large (~2.5 h on 2 cores)
+    .venv/bin/python tests/benchmarks/bench_indexing.py --corpora small --skip-large   # ~10 min
+
+Every measurement is a fresh `rci index ... --json` process, as a user runs it, with
+Prefect's temporary server (no PREFECT_API_URL): wall time includes start-up. Per mode on
+the medium corpus: cold full index; no-change rerun; rerun after changing 10 files; force
+reindex with a warm embedding cache. The embed-only limit is the same distinct texts
+through the same model in one length-sorted pass, nothing else. The large corpus runs in
+the recommended mode to show memory. Short scenarios run 3 times (median); cold runs once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.benchmarks.corpora import CORPORA, corpus  # noqa: E402
+
+RCI = str(Path(sys.executable).parent / "rci")
+MODES = ("sequential", "parallel", "pipeline")
+QDRANT_BYTES_PER_POINT = 4.5 * 1024  # measured: the embedded store keeps every point in RAM
+
+
+PREFECT_HOME: Path | None = None  # one for the whole benchmark: its database is migrated once
+
+
+def run_rci(args: list[str], data_dir: Path, extra_env: dict | None = None) -> tuple[dict, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL"))}
+    env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(PREFECT_HOME)}, **(extra_env or {}))
+    started = time.perf_counter()
+    done = subprocess.run([RCI, "index", *args, "--json"], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"rci index {' '.join(args)} failed: {done.stderr.strip()[-800:]}")
+    return json.loads(done.stdout), wall
+
+
+def embed_only(root: Path, data_dir: Path) -> dict:
+    """Seconds to embed the corpus's distinct chunk texts in one length-sorted pass."""
+    code = f"""
+import json, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from tasks.chunk import Chunker
+from tasks.discover import discover
+from tasks.parse import module_path, parse_file
+from tasks.prepare import read_source
+from tasks.recommend import recommend
+from tasks.secrets import withhold_secrets
+from tasks.session import load_embedder
+from tasks.settings import load_settings
+root = Path({str(root)!r})
+found = discover(root, load_settings().max_file_bytes)
+plan = recommend(len(found.files), sum(f.size for f in found.files))
+model = load_embedder(load_settings(), threads=plan.embed_threads * plan.workers)
+chunker = Chunker(model.tokenizer(), min(256, model.max_tokens), 2)
+texts = {{}}
+for source in found.files:
+    data, problem = read_source(source)
+    if data is None:
+        continue
+    kept, _ = withhold_secrets(chunker.chunks_for(parse_file(source.rel_path, data, module_path(root, source.rel_path))))
+    for chunk in kept:
+        texts[chunk.embed_text] = chunk.n_tokens
+started = time.perf_counter()
+model.embed(list(texts), list(texts.values()))
+print(json.dumps({{"texts": len(texts), "seconds": time.perf_counter() - started}}))
+"""
+    env = {**os.environ, "RCI_DATA_DIR": str(data_dir)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def change_files(root: Path, count: int, round_: int) -> None:
+    """Append one new function to `count` files: content changes that really need embedding."""
+    files = sorted(root.rglob("*.rs"))
+    step = max(len(files) // count, 1)
+    for i, path in enumerate(files[::step][:count]):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"\n/// Benchmark edit {round_}.{i}: returns a marker value.\npub fn bench_marker_{round_}_{i}() -> u32 {{ {i} }}\n")
+
+
+def row(label: str, stats: dict, wall: float, limit: float | None = None, base: float | None = None) -> dict:
+    chunks = stats.get("chunks_written") or stats.get("chunks_total", 0)
+    return {
+        "scenario": label,
+        "mode": stats["mode"],
+        "files": stats["files_total"],
+        "chunks": chunks,
+        "embedded": stats.get("chunks_embedded", 0),
+        "wall_s": round(wall, 2),
+        "files_per_s": round(stats["files_total"] / wall, 1),
+        "chunks_per_s": round(chunks / wall, 1) if chunks else 0.0,
+        "peak_rss_mb": stats.get("peak_rss_mb", 0.0),
+        "stages": stats.get("stage_seconds", {}),
+        "vs_embed_only": round(wall / limit, 2) if limit else None,
+        "speedup_vs_sequential": round(base / wall, 2) if base else None,
+    }
+
+
+def median_run(args, data_dir, setup=None, repeats=3):
+    runs = []
+    for i in range(repeats):
+        if setup:
+            setup(i)
+        runs.append(run_rci(args, data_dir))
+    runs.sort(key=lambda r: r[1])
+    return runs[len(runs) // 2]
+
+
+def bench_corpus(name: str, work: Path, modes, full: bool) -> list[dict]:
+    source = corpus(name, work)
+    rows: list[dict] = []
+    limit = embed_only(source, work / "data" / f"{name}-embed-only")
+    print(f"[{name}] embed-only limit: {limit['texts']:,} distinct texts in {limit['seconds']:.1f} s", flush=True)
+    rows.append({"scenario": "embed-only limit", "mode": "-", "chunks": limit["texts"], "wall_s": round(limit["seconds"], 2),
+                 "chunks_per_s": round(limit["texts"] / limit["seconds"], 1)})  # fmt: skip
+    cold_wall: dict[str, float] = {}
+    for mode in modes:
+        tree = work / "trees" / f"{name}-{mode}"  # each mode edits its own copy
+        shutil.rmtree(tree, ignore_errors=True)
+        shutil.copytree(source, tree, symlinks=True)
+        data = work / "data" / f"{name}-{mode}"
+        shutil.rmtree(data, ignore_errors=True)
+        stats, wall = run_rci([str(tree), "--mode", mode], data)
+        cold_wall[mode] = wall
+        rows.append(row("cold full index", stats, wall, limit["seconds"], cold_wall.get("sequential")))
+        print(f"[{name}] {mode}: cold {wall:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB", flush=True)
+        if not full:
+            continue
+        stats, wall = median_run([str(tree), "--mode", mode], data)
+        rows.append(row("no-change rerun", stats, wall))
+        stats, wall = median_run([str(tree), "--mode", mode], data, setup=lambda i: change_files(tree, 10, i))
+        rows.append(row("10 files changed", stats, wall))
+        stats, wall = median_run([str(tree), "--mode", mode, "--force"], data)
+        rows.append(row("force, warm cache", stats, wall, base=None))
+        rows[-1]["vs_cold"] = round(wall / cold_wall[mode], 3)
+        print(f"[{name}] {mode}: no-change {rows[-3]['wall_s']} s, 10 changed {rows[-2]['wall_s']} s, "
+              f"force warm {wall:.1f} s ({rows[-1]['vs_cold']:.1%} of cold)", flush=True)  # fmt: skip
+    return rows
+
+
+def bench_large(work: Path) -> list[dict]:
+    source = corpus("large", work)
+    data = work / "data" / "large-auto"
+    shutil.rmtree(data, ignore_errors=True)
+    stats, wall = run_rci([str(source)], data)
+    result = row("cold full index (recommended)", stats, wall)
+    qdrant_mb = stats["chunks_total"] * QDRANT_BYTES_PER_POINT / (1 << 20)
+    result["embedded_qdrant_mb_est"] = round(qdrant_mb)
+    result["rss_without_embedded_qdrant_mb"] = round(stats["peak_rss_mb"] - qdrant_mb)
+    print(f"[large] {stats['mode']}: {wall:.0f} s, peak RSS {stats['peak_rss_mb']:.0f} MB "
+          f"(~{qdrant_mb:.0f} MB of it the embedded Qdrant's points)", flush=True)  # fmt: skip
+    return [result]
+
+
+def markdown(results: dict[str, list[dict]]) -> str:
+    lines = []
+    for name, rows in results.items():
+        lines.append(f"\n**{name}**\n")
+        lines.append("| scenario | mode | files | chunks | embedded | wall s | files/s | chunks/s | peak RSS MB | "
+                     "x embed-only | speedup vs sequential | stages (s) |")  # fmt: skip
+        lines.append("|" + "---|" * 12)
+        for r in rows:
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in r.get("stages", {}).items() if v >= 0.05)
+            extra = f" ({r['vs_cold']:.0%} of cold)" if "vs_cold" in r else ""
+            lines.append(
+                f"| {r['scenario']}{extra} | {r['mode']} | {r.get('files', '')} | {r.get('chunks', '')} | "
+                f"{r.get('embedded', '')} | {r['wall_s']} | {r.get('files_per_s', '')} | {r.get('chunks_per_s', '')} | "
+                f"{r.get('peak_rss_mb', '')} | {r.get('vs_embed_only') or ''} | {r.get('speedup_vs_sequential') or ''} | "
+                f"{stages} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpora", default="small,medium", help="comma-separated: small, medium")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--skip-large", action="store_true", help="skip the large corpus (about an hour)")
+    parser.add_argument("--work", type=Path, default=REPO / ".bench", help="downloads, corpora, indexes")
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    global PREFECT_HOME
+    PREFECT_HOME = args.work / "prefect-home"
+    PREFECT_HOME.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict]] = {}
+    for name in [c for c in args.corpora.split(",") if c]:
+        if name not in CORPORA or name == "large":
+            parser.error(f"unknown corpus {name!r} here (large runs unless --skip-large)")
+        results[name] = bench_corpus(name, args.work, modes, full=(name == "medium"))
+    if not args.skip_large:
+        results["large"] = bench_large(args.work)
+    out = args.work / "bench-indexing.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"\nraw figures: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Every mode builds the same index; the embedding cache spares the model on reruns and renames."""
+
+import numpy as np
+import pytest
+
+from flows.index import index_codebase
+from tests.integration.helpers import open_stores, qdrant_points, symbols_by_path, tantivy_docs
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
+
+
+def index_contents(crate):
+    with open_stores(crate) as (_, tantivy, qdrant):
+        docs = tantivy_docs(tantivy)
+        records, _ = qdrant.client.scroll(qdrant.collection, limit=100_000, with_payload=True, with_vectors=True)
+        points = {str(r.id): (r.payload, np.asarray(r.vector, dtype=np.float32)) for r in records}
+    return docs, points
+
+
+def test_every_mode_builds_the_same_index(demo_crate, tmp_path, monkeypatch):
+    results = {}
+    for mode, env in [
+        ("sequential", {}),
+        ("parallel", {"RCI_PARSE_PROCESSES": "2", "RCI_FILE_BATCH_SIZE": "3"}),  # worker processes parse
+        ("pipeline", {"RCI_FILE_BATCH_SIZE": "2"}),  # several batches in flight
+    ]:
+        monkeypatch.setenv("RCI_DATA_DIR", str(tmp_path / f"data-{mode}"))
+        for key in ("RCI_PARSE_PROCESSES", "RCI_FILE_BATCH_SIZE"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        stats = index_codebase(directory=str(demo_crate), indexing_mode=mode)
+        assert stats.mode == mode and stats.plan["mode"] == mode
+        results[mode] = (stats, *index_contents(demo_crate))
+
+    base_stats, base_docs, base_points = results["sequential"]
+    assert len(base_docs) == base_stats.chunks_total == 45
+    for mode in ("parallel", "pipeline"):
+        stats, docs, points = results[mode]
+        assert (stats.files_indexed, stats.chunks_written, stats.secrets_withheld) == (
+            base_stats.files_indexed, base_stats.chunks_written, base_stats.secrets_withheld,
+        )  # fmt: skip
+        assert sorted((s.path, s.reason) for s in stats.files_skipped) == sorted(
+            (s.path, s.reason) for s in base_stats.files_skipped
+        )
+        assert docs == base_docs, mode  # same ids, texts and stored fields
+        assert points.keys() == base_points.keys()
+        for chunk_id, (payload, vector) in points.items():
+            base_payload, base_vector = base_points[chunk_id]
+            assert payload == base_payload
+            assert np.allclose(vector, base_vector, atol=1e-4), (mode, payload["symbol"])
+
+
+def test_renamed_file_and_force_reindex_embed_nothing(demo_crate, data_dir):
+    first = index_codebase(directory=str(demo_crate))
+    assert first.chunks_embedded == first.chunks_written == 45 and first.chunks_reused == 0
+    (demo_crate / "src" / "net.rs").rename(demo_crate / "src" / "transport.rs")
+
+    renamed = index_codebase(directory=str(demo_crate))
+    assert (renamed.files_indexed, renamed.files_deleted) == (1, 1)
+    assert renamed.chunks_embedded == 0 and renamed.chunks_reused == renamed.chunks_written == 4
+    with open_stores(demo_crate) as (_, tantivy, qdrant):
+        for store in (tantivy_docs(tantivy), qdrant_points(qdrant)):
+            by_path = symbols_by_path(store)
+            assert "src/net.rs" not in by_path
+            assert "demo_tensor::transport::retry_failed_upload" in by_path["src/transport.rs"]
+        assert tantivy.search("retry_failed_upload")[0].path == "src/transport.rs"
+
+    forced = index_codebase(directory=str(demo_crate), force_reindex=True)
+    assert forced.chunks_embedded == 0 and forced.chunks_reused == forced.chunks_written == 45
