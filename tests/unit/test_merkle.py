@@ -6,7 +6,7 @@ import pytest
 
 from tasks import merkle
 from tasks.discover import discover
-from tasks.merkle import Failure, Leaf, Snapshot, build_snapshot, diff, load_snapshot, merkle_root, save_snapshot
+from tasks.merkle import Leaf, Snapshot, build_snapshot, diff, load_snapshot, merkle_root, save_snapshot
 from tasks.records import FileIssue
 
 
