@@ -38,12 +38,13 @@ def _settings():
         _fail(str(error), EXIT_USAGE)
 
 
-def _prepare_prefect(settings) -> None:
-    """Prefect reads its settings from the environment: set them before it is imported."""
+def _prepare_prefect(settings, quiet: bool = True) -> None:
+    """Prefect reads its settings from the environment: set them before it is imported.
+    `quiet`: no Prefect console logging (runs still log to the server) and no warnings."""
     for key, value in settings.prefect.items():
         os.environ.setdefault(key.upper(), str(value))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry errors without a network
-    if not _debug():
+    if quiet and not _debug():
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         warnings.filterwarnings("ignore")
 
@@ -75,14 +76,15 @@ def index(path: str, force: bool, reembed: bool, mode: str | None, as_json: bool
     settings = _settings()
     request = _request(path, force, reembed, mode or settings.indexing_mode)
     root = Path(request.directory)
-    from tasks.discover import discover
+    from tasks.discover import NoRustFiles, discover
     from tasks.settings import CodebaseLayout
     from tasks.uptodate import up_to_date
 
     started = time.perf_counter()
-    found = discover(root, settings.max_file_bytes)
-    if not found.files:  # before Prefect starts: nothing to run, nothing created
-        _fail(f"no .rs files to index under {root} (after .gitignore rules); pass a Rust code base's root", EXIT_USAGE)
+    try:
+        found = discover(root, settings.max_file_bytes).require_files()  # before Prefect starts
+    except NoRustFiles as error:
+        _fail(str(error), EXIT_USAGE)
     discovered = time.perf_counter()
     stats = None if force or reembed else up_to_date(CodebaseLayout.for_root(root, settings), settings, found)
     if stats is not None:
@@ -115,14 +117,15 @@ def _request(path: str, force: bool, reembed: bool, mode: str):
 
 def _run_index(request):
     from flows.report import progress_bar
+    from tasks.discover import NoRustFiles
     from tasks.progress import reporting_to
 
     try:
-        from flows.index import NoRustFiles, index_codebase
+        from flows.index import index_codebase
 
         with progress_bar() as sink, reporting_to(sink):
             return index_codebase(**request.model_dump())
-    except NoRustFiles as error:
+    except NoRustFiles as error:  # the files went away since the CLI looked
         _fail(str(error), EXIT_USAGE)
     except KeyboardInterrupt:
         _fail("interrupted; the index keeps its last committed state, rerun to finish", 130)
@@ -133,31 +136,36 @@ def _run_index(request):
 
 
 def _one_line(error: BaseException) -> str:
+    """Our own errors say what to do already; anything else also names its type."""
     message = " ".join(str(error).split()) or type(error).__name__
-    known = ("IndexMismatch", "SettingsError", "RuntimeError", "ValueError", "OSError")
-    prefix = "" if type(error).__name__ in known else f"{type(error).__name__}: "
-    return f"{prefix}{message} (RCI_DEBUG=1 shows details)" if prefix else message
+    ours = type(error).__module__.startswith(("tasks.", "flows.")) or type(error) in (RuntimeError, ValueError, OSError)
+    return message if ours else f"{type(error).__name__}: {message} (RCI_DEBUG=1 shows details)"
 
 
 @main.command()
 @click.argument("path")
 @click.argument("query")
 @click.option("--limit", "-n", default=10, show_default=True, type=click.IntRange(1, 1000), help="Results to show.")
+@click.option("--engine", default="hybrid", show_default=True, metavar="ENGINE", help="hybrid, bm25 or vector.")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Only items of this kind (function, method, struct, enum, trait, impl, ...); repeat or comma-separate.")  # fmt: skip
+@click.option("--path", "path_glob", default=None, metavar="GLOB", help="Only files matching this glob or under this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as a JSON list.")
-def search(path: str, query: str, limit: int, as_json: bool) -> None:
+def search(path: str, query: str, limit: int, engine: str, kinds: tuple[str, ...], path_glob: str | None,
+           as_json: bool) -> None:  # fmt: skip
     """Search the index of the code base at PATH for QUERY (hybrid: BM25 + vectors)."""
     settings = _settings()
     root = _directory(path)
     if not _debug():
         warnings.filterwarnings("ignore")
-    from tasks.search import Searcher, SearchError
+    from tasks.search import SearchError
+    from tasks.search import search as run_search
 
     try:
-        searcher = Searcher(root, settings)
-        try:
-            results = searcher.search(query, limit=limit)
-        finally:
-            searcher.close()
+        results = run_search(
+            root, query, settings, limit=limit, engine=engine, path=path_glob,
+            kinds=[k for kind in kinds for k in kind.split(",")],
+        )  # fmt: skip
     except SearchError as error:
         _fail(str(error), EXIT_USAGE)
     except Exception as error:
@@ -197,6 +205,32 @@ def status(path: str, as_json: bool) -> None:
         print_status(info)
     if info.indexed and not info.stores_agree:
         sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(1), default=None, help="Most flow runs at once (default: no limit).")
+def serve(limit: int | None) -> None:
+    """Serve the deployments index, nightly-reindex and force-reindex (needs a Prefect server)."""
+    settings = _settings()
+    _prepare_prefect(settings, quiet=False)  # a long-running server process: keep Prefect's logs
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail(
+            "rci serve needs a Prefect server: run `prefect server start`, then set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (or use RCI_PROFILE=server)",
+            EXIT_USAGE,
+        )
+    if not settings.codebases and settings.allowed_roots is None:
+        click.echo(
+            "note: no code base is registered (RCI_CODEBASES) and no RCI_ALLOWED_ROOTS is set: "
+            "the deployments will refuse every directory and the nightly run has nothing to do",
+            err=True,
+        )
+    from deployments.serve import serve_deployments
+
+    try:
+        serve_deployments(settings, limit)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

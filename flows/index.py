@@ -5,38 +5,64 @@
                     +-- deleted/modified files: delete their chunks -+
     force reindex or first run: clear stores, enter bulk mode ........ exit bulk mode (always)
 
+One run per code base at a time (Prefect concurrency limit + a lock in the data folder).
 How batches move through read/parse/chunk, embed and write is the mode (flows/modes.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.modes import run_mode
 from tasks import dag, progress
+from tasks.bulk import recover_bulk_mode
+from tasks.discover import Discovery
+from tasks.lock import CodebaseBusy, codebase_lock
 from tasks.merkle import diff
 from tasks.params import Directory, ForceReembed, ForceReindex, IndexingMode, Mode
+from tasks.qdrant_store import QdrantStore
 from tasks.resources import PeakRss
-from tasks.session import plan_for_run
-from tasks.settings import CodebaseLayout, load_settings
+from tasks.session import IndexSession, plan_for_run
+from tasks.settings import CodebaseLayout, Settings, load_settings
 from tasks.stats import IndexStats, StageClock
-
-
-class NoRustFiles(ValueError):
-    """The directory holds no indexable .rs file."""
-
 
 # Threads for submitted tasks. The modes bound what runs at once (pipeline: 3 tasks per batch
 # in flight; parallel: 2 per worker); a task waiting for its upstream holds a thread.
-TASK_THREADS = 16
+TASK_RUNNER = ThreadPoolTaskRunner(max_workers=16)
 
 
-@flow(name="index-codebase", validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=TASK_THREADS))
+def restore_bulk_mode(flow, run, state) -> None:
+    """on_cancellation / on_crashed: a run killed in bulk mode leaves its record; restore now."""
+    directory = (run.parameters or {}).get("directory")
+    if not directory:
+        return
+    settings = load_settings()
+    layout = CodebaseLayout.for_root(Path(directory), settings)
+    if not layout.bulk_state_path.exists():
+        return
+    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    store = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key)
+    try:
+        recover_bulk_mode(store, layout.bulk_state_path)
+    finally:
+        store.close()
+
+
+HOOKS = {"on_cancellation": [restore_bulk_mode], "on_crashed": [restore_bulk_mode]}
+
+
+@flow(name="index-codebase", validate_parameters=True, task_runner=TASK_RUNNER, **HOOKS)
 def index_codebase(
     directory: Directory,
     force_reindex: ForceReindex = False,
@@ -47,58 +73,32 @@ def index_codebase(
     started = time.perf_counter()
     settings = load_settings()
     clock = StageClock()
-    root = Path(directory)
+    force = force_reindex or force_reembed
 
     with PeakRss() as rss:
-        progress.stage("discover")
-        with clock.time("discover"):
-            found = dag.discover_files(root, settings.max_file_bytes)
-        if not found.files:
-            raise NoRustFiles(f"no .rs files to index under {root} (after .gitignore rules); pass a Rust code base's root")
-
-        layout = CodebaseLayout.for_root(root, settings)
-        plan = plan_for_run(settings, len(found.files), sum(f.size for f in found.files), indexing_mode.value)
+        found = _discover(Path(directory), settings, clock)
+        layout = CodebaseLayout.for_root(found.root, settings)
+        plan = plan_for_run(settings, len(found.files), sum(f.size for f in found.files), IndexingMode(indexing_mode).value)
         stats = IndexStats(
             directory=str(layout.root),
             codebase_id=layout.codebase_id,
             data_dir=str(layout.data_dir),
             mode=plan.mode,
-            force_reindex=force_reindex or force_reembed,
+            force_reindex=force,
             files_total=len(found.files),
             plan=plan.describe(),
         )
         stats.skip(found.skipped)
 
-        index = dag.open_index(layout, settings, plan, force_reindex or force_reembed, force_reembed)
-        rss.watch(index.worker_pids)
-        try:
-            bulk = dag.enter_bulk_mode(index) if index.fresh else None
+        with one_run_at_a_time(layout, settings):
+            index = dag.open_index(layout, settings, plan, force, force_reembed)
+            rss.watch(index.worker_pids)
             try:
-                progress.stage("hash")
-                with clock.time("hash"):
-                    current, unreadable = dag.hash_files(found.files, index.previous, plan.hash_workers)
-                stats.skip(unreadable)
-                changes = diff(index.previous, current)
-                stats.files_unchanged, stats.files_deleted = len(changes.unchanged), len(changes.deleted)
-                stats.skip(changes.still_failing)
-                clock.merge(dag.remove_files(index, changes.to_remove))
-
-                to_index = set(changes.to_index)
-                failures = run_mode(index, [f for f in found.files if f.rel_path in to_index], stats, clock)
-
-                index.manifest.last_run = _last_run(stats, time.perf_counter() - started)
-                progress.stage("commit")
-                with clock.time("commit"):
-                    snapshot = current.after_run(failures + changes.still_failing)
-                    dag.commit_index(index, snapshot, prune_cache=index.fresh)
+                with bulk_mode(index, stats):
+                    _index_changes(index, found, stats, clock, started)
+                stats.chunks_total = index.tantivy.count()
             finally:
-                if bulk is not None:
-                    dag.exit_bulk_mode(index, bulk)
-                    if bulk.note:
-                        stats.notes.append(bulk.note)
-            stats.chunks_total = index.tantivy.count()
-        finally:
-            index.close()
+                index.close()
 
     stats.stage_seconds = clock.rounded()
     stats.wall_seconds = round(time.perf_counter() - started, 3)
@@ -113,6 +113,78 @@ def index_codebase(
     return stats
 
 
+def _discover(root: Path, settings: Settings, clock: StageClock) -> Discovery:
+    progress.stage("discover")
+    with clock.time("discover"):
+        found = dag.discover_files(root, settings.max_file_bytes)
+    return found.require_files()
+
+
+def _index_changes(index: IndexSession, found: Discovery, stats: IndexStats, clock: StageClock, started: float) -> None:
+    """merkle diff -> remove stale chunks -> index what changed (the mode) -> commit."""
+    progress.stage("hash")
+    with clock.time("hash"):
+        current, unreadable = dag.hash_files(found.files, index.previous, index.plan.hash_workers)
+    stats.skip(unreadable)
+    changes = diff(index.previous, current)
+    stats.files_unchanged, stats.files_deleted = len(changes.unchanged), len(changes.deleted)
+    stats.skip(changes.still_failing)
+    clock.merge(dag.remove_files(index, changes.to_remove))
+
+    to_index = set(changes.to_index)
+    failures = run_mode(index, [f for f in found.files if f.rel_path in to_index], stats, clock)
+
+    index.manifest.last_run = _last_run(stats, time.perf_counter() - started)
+    progress.stage("commit")
+    with clock.time("commit"):
+        snapshot = current.after_run(failures + changes.still_failing)
+        dag.commit_index(index, snapshot, prune_cache=index.fresh)
+
+
+@contextlib.contextmanager
+def bulk_mode(index: IndexSession, stats: IndexStats) -> Iterator[None]:
+    """Bulk mode around a load into empty stores, exited whatever happens inside."""
+    state = dag.enter_bulk_mode(index) if index.fresh else None
+    try:
+        yield
+    finally:
+        if state is not None:
+            dag.exit_bulk_mode(index, state)
+            if state.note:
+                stats.notes.append(state.note)
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(layout: CodebaseLayout, settings: Settings) -> Iterator[None]:
+    """Prefect's global concurrency limit for this code base (a waiting run shows as such in
+    the UI), then the data folder's lock (which also covers CLI runs and other servers)."""
+    name = f"rci-index-{layout.codebase_id}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, 1)
+        except ObjectAlreadyExists:  # created by a run that started at the same moment
+            pass
+        busy = client.read_global_concurrency_limit_by_name(name).active_slots > 0
+    label = f"flow run '{flow_run.name}'" + (f" of deployment '{deployment.name}'" if deployment.name else "")
+
+    def waiting(holder: str) -> None:
+        progress.stage("waiting")
+        get_run_logger().info("waiting for %s to finish with %s", holder, layout.root)
+
+    if busy:
+        waiting(f"another run (Prefect concurrency limit {name})")
+
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=settings.lock_wait_seconds, strict=True):
+            with codebase_lock(layout.lock_path, settings.lock_wait_seconds, label, on_wait=waiting):
+                yield
+    except TimeoutError:
+        raise CodebaseBusy(
+            f"another run is indexing {layout.root} (Prefect concurrency limit {name}); waited "
+            f"{settings.lock_wait_seconds:.0f} s (RCI_LOCK_WAIT_SECONDS), try again when it has finished"
+        ) from None
+
+
 def _last_run(stats: IndexStats, seconds: float) -> dict:
     return {
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -125,4 +197,3 @@ def _last_run(stats: IndexStats, seconds: float) -> dict:
         "chunks_embedded": stats.chunks_embedded,
         "seconds": round(seconds, 1),
     }
-

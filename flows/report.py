@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 from rich.console import Console
@@ -23,11 +24,13 @@ _STAGE_LABELS = {
     "embed": "Embedding",
     "write": "Writing",
     "commit": "Committing",
+    "waiting": "Waiting (another run)",
 }
 
 
 class _BarSink:
-    """Feeds the bar from progress events: chunks embedded out of chunks found so far."""
+    """Feeds the bar from progress events: chunks embedded out of chunks found so far.
+    Events come from the modes' worker threads, hence the lock around the counters."""
 
     def __init__(self, bar: Progress):
         self.bar = bar
@@ -35,21 +38,25 @@ class _BarSink:
         self.files_total = 0
         self.files_finished = 0
         self.chunks_total = 0
+        self.lock = threading.Lock()
 
     def files_planned(self, count: int) -> None:
-        self.files_total = count
-        self._files()
+        with self.lock:
+            self.files_total = count
+            self._files()
 
     def chunks_planned(self, count: int) -> None:
-        self.chunks_total += count
-        self.bar.update(self.task, total=self.chunks_total)
+        with self.lock:
+            self.chunks_total += count
+            self.bar.update(self.task, total=self.chunks_total)
 
     def chunks_embedded(self, count: int) -> None:
         self.bar.advance(self.task, count)
 
     def files_done(self, count: int) -> None:
-        self.files_finished += count
-        self._files()
+        with self.lock:
+            self.files_finished += count
+            self._files()
 
     def stage(self, name: str) -> None:
         self.bar.update(self.task, description=_STAGE_LABELS.get(name, name.capitalize()))
@@ -127,7 +134,8 @@ def print_results(results: list[SearchResult]) -> None:
         return
     for result in results:
         location = f"{result.file}:{result.start_line}-{result.end_line}"
-        out.print(f"{location}  {result.symbol}  {result.kind}  {result.score:.4f}", markup=False)
+        stale = "  (stale: changed since indexed)" if result.stale else ""
+        out.print(f"{location}  {result.symbol}  {result.kind}  {result.score:.4f}{stale}", markup=False)
 
 
 def print_status(info: IndexStatus) -> None:

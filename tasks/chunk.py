@@ -87,6 +87,8 @@ class Chunker:
             end_line=end,
             window=window,
             windows=windows,
+            item_start_line=item.start_line,
+            item_end_line=item.end_line,
             doc=item.doc if window == 0 else "",
             code=code,
             embed_text=f"{header}\n{code}",

@@ -36,11 +36,23 @@ SENSITIVE_NAMES = (
 )
 
 
+class NoRustFiles(ValueError):
+    """The directory holds no indexable .rs file: nothing to index, nothing created."""
+
+    def __init__(self, root: Path):
+        super().__init__(f"no .rs files to index under {root} (after .gitignore rules); pass a Rust code base's root")
+
+
 @dataclass(slots=True)
 class Discovery:
     root: Path
     files: list[SourceFile] = field(default_factory=list)
     skipped: list[FileIssue] = field(default_factory=list)
+
+    def require_files(self) -> Discovery:
+        if not self.files:
+            raise NoRustFiles(self.root)
+        return self
 
 
 def sensitive_reason(rel_path: str) -> str | None:

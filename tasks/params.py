@@ -30,10 +30,40 @@ def existing_directory(value: str) -> str:
     return str(path.resolve())
 
 
+def allowed_directory(value: str) -> str:
+    """An existing directory a deployment may index: under RCI_ALLOWED_ROOTS, or one of the
+    registered code bases (RCI_CODEBASES) when no roots are set."""
+    from tasks.settings import load_settings
+
+    path = Path(existing_directory(value))
+    settings = load_settings()
+    if settings.allowed_roots is not None:
+        roots = [Path(root).expanduser().resolve() for root in settings.allowed_roots]
+        if not any(path == root or path.is_relative_to(root) for root in roots):
+            raise ValueError(
+                f"{value} is outside the allowed roots ({', '.join(map(str, roots)) or 'none'}); "
+                "add its folder to RCI_ALLOWED_ROOTS"
+            )
+        return str(path)
+    registered = [Path(codebase).expanduser().resolve() for codebase in settings.codebases]
+    if path not in registered:
+        raise ValueError(
+            f"{value} is not a registered code base ({', '.join(map(str, registered)) or 'none registered'}); "
+            "add it to RCI_CODEBASES or set RCI_ALLOWED_ROOTS"
+        )
+    return str(path)
+
+
 Directory = Annotated[
     str,
     Field(description="Root folder of the Rust code base to index (absolute, or relative to the worker)."),
     AfterValidator(existing_directory),
+]
+AllowedDirectory = Annotated[
+    str,
+    Field(description="Root folder of the Rust code base, on the machine that runs the flow. It must be under "
+          "RCI_ALLOWED_ROOTS, or a registered code base (RCI_CODEBASES)."),  # fmt: skip
+    AfterValidator(allowed_directory),
 ]
 ForceReindex = Annotated[
     bool,

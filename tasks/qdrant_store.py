@@ -79,7 +79,8 @@ class QdrantStore:
             vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
         )
         if not self.embedded:  # the embedded store has no payload indexes (it says so, and scans)
-            self.client.create_payload_index(self.collection, "path", models.PayloadSchemaType.KEYWORD, wait=True)
+            for field in ("path", "kind"):  # delete by file; search filters
+                self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD, wait=True)
 
     def vector_size(self) -> int:
         params = self.client.get_collection(self.collection).config.params.vectors
@@ -132,15 +133,35 @@ class QdrantStore:
         )
         return records
 
-    def search(self, vector: np.ndarray, limit: int = 50, kinds: Iterable[str] | None = None) -> list[VectorHit]:
-        kinds = list(kinds or [])
-        query_filter = (
-            models.Filter(must=[models.FieldCondition(key="kind", match=models.MatchAny(any=kinds))]) if kinds else None
-        )
+    def search(
+        self, vector: np.ndarray, limit: int = 50, kinds: Iterable[str] | None = None, paths: Iterable[str] | None = None
+    ) -> list[VectorHit]:
+        """Nearest chunks, best first; only of these kinds and in these files when given.
+
+        A server filters through its payload indexes. The embedded store evaluates a filter in
+        Python for every point (630 ms at 30k points against 40 ms without), so there the
+        filter is applied to a larger unfiltered candidate list instead.
+        """
+        kinds = set(kinds or [])
+        paths = set(paths) if paths is not None else None
+        conditions = []
+        if kinds:
+            conditions.append(models.FieldCondition(key="kind", match=models.MatchAny(any=sorted(kinds))))
+        if paths is not None:
+            conditions.append(models.FieldCondition(key="path", match=models.MatchAny(any=sorted(paths))))
+        filtering = bool(conditions)
+        pushed = models.Filter(must=conditions) if filtering and not self.embedded else None
+        fetch = max(limit * 8, 400) if filtering and self.embedded else limit
         response = self.client.query_points(
-            self.collection, query=vector.tolist(), limit=limit, with_payload=True, query_filter=query_filter
+            self.collection, query=vector.tolist(), limit=fetch, with_payload=True, query_filter=pushed
         )
-        return [VectorHit(str(point.id), float(point.score), point.payload or {}) for point in response.points]
+        hits = [VectorHit(str(point.id), float(point.score), point.payload or {}) for point in response.points]
+        if filtering and self.embedded:
+            hits = [
+                hit for hit in hits
+                if (not kinds or hit.payload.get("kind") in kinds) and (paths is None or hit.payload.get("path") in paths)
+            ][:limit]  # fmt: skip
+        return hits
 
     def close(self) -> None:
         self.client.close()
@@ -157,6 +178,8 @@ def payload_of(chunk: Chunk) -> dict:
         "end_line": chunk.end_line,
         "window": chunk.window,
         "windows": chunk.windows,
+        "item_start_line": chunk.item_start_line,
+        "item_end_line": chunk.item_end_line,
         "doc": chunk.doc,
         "text": chunk.code,
     }

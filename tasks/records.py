@@ -75,6 +75,8 @@ class Chunk:
     end_line: int
     window: int  # 0-based window index within the item
     windows: int  # how many windows the item was cut into
+    item_start_line: int  # the whole item's lines: search shows the item, not the window
+    item_end_line: int
     doc: str
     code: str  # the source text this chunk covers
     embed_text: str  # context header + code: what the model sees

@@ -1,23 +1,30 @@
-"""Hybrid search: BM25 (Tantivy) and vectors (Qdrant) fused by reciprocal rank fusion.
+"""Search a code base's index: BM25 (Tantivy), vectors (Qdrant), or both fused by reciprocal rank fusion.
 
-RRF scores a chunk by sum(1 / (k + rank)) over the engines that returned it, with rank
-starting at 1: robust to the engines' incomparable score scales. k = 60 is the value
-from the RRF paper.
+RRF scores a chunk by sum(1 / (k + rank)) over the engines that returned it, rank starting
+at 1: robust to the engines' incomparable score scales. The windows of one long item are
+merged into one result (the item, with its full line range, scored by its best window).
+Results carry `stale` when their file changed on disk since the index was built.
+
+`Searcher` opens the stores and the model once for many queries (the CLI, servers, the
+evaluation); `search()` is the one-shot form.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from tasks.commit import load_manifest
 from tasks.embed import Embedder
+from tasks.merkle import load_snapshot
 from tasks.qdrant_store import QdrantStore
 from tasks.settings import CodebaseLayout, Settings, load_settings
 from tasks.tantivy_store import TantivyStore
 
-RRF_K = 60
-CANDIDATES = 50  # per engine, before fusion
+ENGINES = ("hybrid", "bm25", "vector")
 SNIPPET_LINES = 6
 
 
@@ -34,12 +41,27 @@ class SearchResult:
     kind: str
     score: float
     snippet: str
+    stale: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    """One chunk from either engine, in the fields search needs."""
+
+    id: str
+    item_id: str
+    path: str
+    symbol: str
+    kind: str
+    item_start_line: int
+    item_end_line: int
+    code: str
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:
     scores: dict[str, float] = {}
     for ranking in rankings:
         for rank, key in enumerate(dict.fromkeys(ranking), start=1):
@@ -48,8 +70,16 @@ def reciprocal_rank_fusion(rankings: list[list[str]], k: int = RRF_K) -> dict[st
 
 
 def snippet_of(code: str, lines: int = SNIPPET_LINES) -> str:
-    kept = [line for line in code.splitlines() if line.strip()][:lines]
-    return "\n".join(kept)
+    return "\n".join([line for line in code.splitlines() if line.strip()][:lines])
+
+
+def matching_paths(paths: Iterable[str], pattern: str) -> list[str]:
+    """Paths matching a glob (`src/**/*.rs`, `*/tests/*`); a pattern without wildcards is a folder or file."""
+    pattern = pattern.strip().lstrip("./")
+    if not any(ch in pattern for ch in "*?["):
+        prefix = pattern.rstrip("/")
+        return [p for p in paths if p == prefix or p.startswith(prefix + "/")]
+    return [p for p in paths if fnmatch.fnmatchcase(p, pattern)]
 
 
 class Searcher:
@@ -75,25 +105,88 @@ class Searcher:
         self.tantivy = TantivyStore.open_existing(self.layout.tantivy_dir)
         api_key = self.settings.qdrant_api_key.get_secret_value() if self.settings.qdrant_api_key else None
         self.qdrant = QdrantStore.open(self.layout.qdrant_dir, self.layout.collection, self.settings.qdrant_url, api_key)
+        snapshot = load_snapshot(self.layout.snapshot_path)
+        self.files = {p: (leaf.size, leaf.mtime_ns) for p, leaf in (snapshot.leaves.items() if snapshot else [])}
 
-    def search(self, query: str, limit: int = 10, rrf_k: int = RRF_K, candidates: int = CANDIDATES) -> list[SearchResult]:
+    def search(
+        self,
+        query: str,
+        limit: int = 10,
+        engine: str = "hybrid",
+        kinds: Sequence[str] | None = None,
+        path: str | None = None,
+        rrf_k: int | None = None,
+        bm25_candidates: int | None = None,
+        vector_candidates: int | None = None,
+    ) -> list[SearchResult]:
+        """Up to `limit` items for `query`; fusion parameters default to the settings (RCI_SEARCH_*)."""
+        rrf_k = rrf_k or self.settings.search_rrf_k
+        bm25_candidates = bm25_candidates or self.settings.search_bm25_candidates
+        vector_candidates = vector_candidates or self.settings.search_vector_candidates
         if not query.strip():
-            raise SearchError("the query is empty; say what you are looking for, e.g. `rci search . \"parse arguments\"`")
-        bm25 = self.tantivy.search(query, limit=candidates)
-        vectors = self.qdrant.search(self.embedder.embed_query(query), limit=candidates)
-        fused = reciprocal_rank_fusion([[hit.id for hit in bm25], [hit.id for hit in vectors]], rrf_k)
-        found: dict[str, SearchResult] = {}
-        for hit in bm25:
-            found[hit.id] = SearchResult(
-                hit.path, hit.start_line, hit.end_line, hit.symbol, hit.kind, fused[hit.id], snippet_of(hit.code)
-            )
-        for hit in vectors:
-            if hit.id not in found:
-                p = hit.payload
-                found[hit.id] = SearchResult(
-                    p["path"], p["start_line"], p["end_line"], p["symbol"], p["kind"], fused[hit.id], snippet_of(p["text"])
-                )
-        return sorted(found.values(), key=lambda r: (-r.score, r.file, r.start_line))[:limit]
+            raise SearchError('the query is empty; say what you are looking for, e.g. `rci search . "parse arguments"`')
+        if engine not in ENGINES:
+            raise SearchError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+        kinds = [k.strip() for k in kinds or [] if k.strip()]
+        paths = None
+        if path:
+            paths = matching_paths(self.files, path)
+            if not paths:
+                return []
+        rankings: list[list[_Hit]] = []
+        if engine in ("hybrid", "bm25"):
+            rankings.append([_from_tantivy(h) for h in self.tantivy.search(query, bm25_candidates, kinds, paths)])
+        if engine in ("hybrid", "vector"):
+            vector = self.embedder.embed_query(query)
+            rankings.append([_from_payload(h.id, h.payload) for h in self.qdrant.search(vector, vector_candidates, kinds, paths)])
+        return self._merge(rankings, rrf_k, limit)
+
+    def _merge(self, rankings: list[list[_Hit]], rrf_k: int, limit: int) -> list[SearchResult]:
+        """Fuse the rankings, then keep one result per item: its best window's score and snippet."""
+        fused = reciprocal_rank_fusion([[hit.id for hit in ranking] for ranking in rankings], rrf_k)
+        best: dict[str, tuple[float, _Hit]] = {}
+        for ranking in rankings:
+            for hit in ranking:
+                score = fused[hit.id]
+                if hit.item_id not in best or score > best[hit.item_id][0]:
+                    best[hit.item_id] = (score, hit)
+        ordered = sorted(best.values(), key=lambda pair: (-pair[0], pair[1].path, pair[1].item_start_line))[:limit]
+        stale = self._stale({hit.path for _, hit in ordered})
+        return [
+            SearchResult(hit.path, hit.item_start_line, hit.item_end_line, hit.symbol, hit.kind, round(score, 6),
+                         snippet_of(hit.code), hit.path in stale)  # fmt: skip
+            for score, hit in ordered
+        ]
+
+    def _stale(self, paths: Iterable[str]) -> set[str]:
+        """Files whose size or mtime differ from the snapshot's (or that are gone): reindex to refresh."""
+        stale = set()
+        for path in paths:
+            try:
+                info = os.stat(self.layout.root / path)
+                current = (info.st_size, info.st_mtime_ns)
+            except OSError:
+                current = None
+            if current != self.files.get(path):
+                stale.add(path)
+        return stale
 
     def close(self) -> None:
         self.qdrant.close()
+
+
+def _from_tantivy(hit) -> _Hit:
+    return _Hit(hit.id, hit.item_id, hit.path, hit.symbol, hit.kind, hit.item_start_line, hit.item_end_line, hit.code)
+
+
+def _from_payload(point_id: str, p: dict) -> _Hit:
+    return _Hit(point_id, p["item_id"], p["path"], p["symbol"], p["kind"], p["item_start_line"], p["item_end_line"], p["text"])
+
+
+def search(root: Path, query: str, settings: Settings | None = None, **options) -> list[SearchResult]:
+    """One query, opening and closing everything (the CLI's path)."""
+    searcher = Searcher(root, settings)
+    try:
+        return searcher.search(query, **options)
+    finally:
+        searcher.close()

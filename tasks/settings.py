@@ -61,6 +61,20 @@ class Settings(BaseSettings):
     parse_processes: int | None = Field(None, ge=0, description="Processes for read/parse/chunk; unset: planned.")
     indexing_mode: str = Field("auto", pattern="^(auto|sequential|parallel|pipeline)$", description="Default mode.")
 
+    search_rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion's k: higher flattens rank differences.")
+    search_bm25_candidates: int = Field(50, ge=1, description="BM25 results fused per query.")
+    search_vector_candidates: int = Field(50, ge=1, description="Vector results fused per query.")
+
+    codebases: list[Path] = Field(default_factory=list, description="Code bases the nightly run indexes (JSON list).")
+    allowed_roots: list[Path] | None = Field(
+        None, description="Folders deployments may index (JSON list); unset: the registered code bases only."
+    )
+    nightly_cron: str = Field("0 3 * * *", description="When the nightly reindex runs (cron).")
+    nightly_timezone: str = Field("UTC", description="Time zone of nightly_cron, e.g. Europe/Paris.")
+    lock_wait_seconds: float = Field(
+        900, ge=0, description="How long a run waits for another run on the same code base before it stops."
+    )
+
     prefect: dict[str, str] = Field(default_factory=dict, description="PREFECT_* settings a profile selects.")
 
     @classmethod
@@ -156,6 +170,10 @@ class CodebaseLayout:
     @property
     def cache_path(self) -> Path:
         return self.data_dir / "embeddings.sqlite"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "index.lock"
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()

@@ -19,7 +19,7 @@ from tantivy import Document, Filter, Index, Occur, Query, SchemaBuilder, TextAn
 
 from tasks.records import Chunk
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 IDENT_ANALYZER = "rci_ident"  # whole identifiers and numbers, lowercased
 WORDS_ANALYZER = "rci_words"  # text already split by identifier_parts
 DOC_ANALYZER = "rci_doc"  # English prose: lowercased, stemmed
@@ -64,7 +64,7 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field("doc", stored=True, tokenizer_name=DOC_ANALYZER)
     builder.add_text_field("code", stored=True, tokenizer_name=IDENT_ANALYZER)
     builder.add_text_field("code_parts", stored=False, tokenizer_name=WORDS_ANALYZER)
-    for number in ("start_line", "end_line", "window", "windows"):
+    for number in ("start_line", "end_line", "window", "windows", "item_start_line", "item_end_line"):
         builder.add_integer_field(number, stored=True)
     return builder.build()
 
@@ -81,6 +81,8 @@ class TantivyHit:
     end_line: int
     window: int
     windows: int
+    item_start_line: int
+    item_end_line: int
     doc: str
     code: str
     score: float
@@ -100,6 +102,7 @@ class TantivyStore:
         self._heap = writer_heap_bytes
         self._threads = writer_threads
         self._writer: tantivy.IndexWriter | None = None
+        self.weights = dict(WEIGHTS)
 
     @classmethod
     def open_existing(cls, path: Path) -> TantivyStore:
@@ -142,6 +145,8 @@ class TantivyStore:
                     end_line=chunk.end_line,
                     window=chunk.window,
                     windows=chunk.windows,
+                    item_start_line=chunk.item_start_line,
+                    item_end_line=chunk.item_end_line,
                 )
             )
             count += 1
@@ -184,15 +189,20 @@ class TantivyStore:
     def chunks_of(self, rel_path: str) -> list[TantivyHit]:
         return self._run(Query.term_query(self.schema, "path", rel_path), limit=100_000)
 
-    def search(self, text: str, limit: int = 50, kinds: Iterable[str] | None = None) -> list[TantivyHit]:
+    def search(
+        self, text: str, limit: int = 50, kinds: Iterable[str] | None = None, paths: Iterable[str] | None = None
+    ) -> list[TantivyHit]:
+        """Chunks matching `text`, best first; only of these kinds and in these files when given."""
         query = self.build_query(text)
         if query is None:
             return []
+        clauses = [(Occur.Must, query)]
         kinds = list(kinds or [])
         if kinds:
-            kind_filter = Query.boolean_query([(Occur.Should, Query.term_query(self.schema, "kind", k)) for k in kinds])
-            query = Query.boolean_query([(Occur.Must, query), (Occur.Must, kind_filter)])
-        return self._run(query, limit)
+            clauses.append((Occur.Must, Query.term_set_query(self.schema, "kind", kinds)))
+        if paths is not None:
+            clauses.append((Occur.Must, Query.term_set_query(self.schema, "path", list(paths))))
+        return self._run(Query.boolean_query(clauses) if len(clauses) > 1 else query, limit)
 
     def build_query(self, text: str) -> Query | None:
         """A weighted OR of the query's identifiers, identifier parts and stemmed words."""
@@ -207,7 +217,8 @@ class TantivyStore:
         for field, tokens in terms.items():
             for token in dict.fromkeys(tokens):
                 term = Query.term_query(self.schema, field, token)
-                clauses.append((Occur.Should, Query.boost_query(term, WEIGHTS[field])))
+                if self.weights[field] > 0:
+                    clauses.append((Occur.Should, Query.boost_query(term, self.weights[field])))
         return Query.boolean_query(clauses) if clauses else None
 
     def _run(self, query: Query, limit: int) -> list[TantivyHit]:
@@ -228,6 +239,8 @@ class TantivyStore:
                     end_line=doc["end_line"][0],
                     window=doc["window"][0],
                     windows=doc["windows"][0],
+                    item_start_line=doc["item_start_line"][0],
+                    item_end_line=doc["item_end_line"][0],
                     doc=(doc["doc"] or [""])[0],
                     code=doc["code"][0],
                     score=float(score),

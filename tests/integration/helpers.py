@@ -13,8 +13,9 @@ from tasks.tantivy_store import TantivyStore
 
 
 @contextmanager
-def open_stores(root: Path):
-    layout = CodebaseLayout.for_root(root, load_settings())
+def open_stores(root: Path, data_dir: Path | None = None):
+    settings = load_settings(data_dir=data_dir) if data_dir else load_settings()
+    layout = CodebaseLayout.for_root(root, settings)
     tantivy = TantivyStore.open_existing(layout.tantivy_dir)
     qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection)
     try:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from tantivy import Query
 
-from flows.index import NoRustFiles, index_codebase
+from flows.index import index_codebase
+from tasks.discover import NoRustFiles
 from tasks.search import Searcher
 from tests.conftest import FAKE_AWS_KEY
 from tests.integration.helpers import open_stores, qdrant_points, symbols_by_path, tantivy_docs

@@ -49,8 +49,8 @@ def test_secret_looking_names_without_secret_values_are_not_flagged(line):
 
 
 def make_chunk(code: str, start_line: int = 10, doc: str = "") -> Chunk:
-    return Chunk("id", "item", "src/cfg.rs", "demo::cfg", "cfg", "const", start_line, start_line + 5, 0, 1, doc, code,
-                 code, 10)  # fmt: skip
+    return Chunk("id", "item", "src/cfg.rs", "demo::cfg", "cfg", "const", start_line, start_line + 5, 0, 1,
+                 start_line, start_line + 5, doc, code, code, 10)  # fmt: skip
 
 
 def test_withhold_reports_path_line_and_kind_never_the_secret():

@@ -11,7 +11,8 @@ from tasks.tantivy_store import TantivyStore, identifier_parts
 
 def chunk(path: str, name: str, code: str, doc: str = "", kind: str = "function") -> Chunk:
     item = stable_id(path, kind, name, 0)
-    return Chunk(stable_id(item, 0), item, path, f"demo::{name}", name, kind, 1, code.count("\n") + 1, 0, 1, doc,
+    lines = code.count("\n") + 1
+    return Chunk(stable_id(item, 0), item, path, f"demo::{name}", name, kind, 1, lines, 0, 1, 1, lines, doc,
                  code, code, 10)  # fmt: skip
 
 

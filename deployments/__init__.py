@@ -1,0 +1,1 @@
+"""The three deployments: `index`, `nightly-reindex`, `force-reindex` (serve.py, prefect.yaml)."""

@@ -1,0 +1,46 @@
+"""Build the three deployments and serve them from one process with Prefect's serve().
+
+    rci serve            # needs PREFECT_API_URL (a Prefect server), e.g. RCI_PROFILE=server
+
+Runs start as subprocesses of the serving process; the schedule of `nightly-reindex` is
+paused when serving stops (Prefect's default), and resumes when it starts again.
+"""
+
+from __future__ import annotations
+
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Cron
+
+from tasks.settings import Settings
+
+TAGS = ["rust-code-index"]
+
+
+def build_deployments(settings: Settings) -> list[RunnerDeployment]:
+    from flows.deployed import force_reindex, index, nightly_reindex
+
+    common = {"tags": TAGS, "entrypoint_type": EntrypointType.MODULE_PATH}
+    return [
+        index.to_deployment(
+            name="index",
+            description="Index a Rust code base incrementally (or rebuild it with force_reindex).",
+            **common,
+        ),
+        nightly_reindex.to_deployment(
+            name="nightly-reindex",
+            description="Incremental reindex of every registered code base (RCI_CODEBASES).",
+            schedule=Cron(settings.nightly_cron, timezone=settings.nightly_timezone),
+            **common,
+        ),
+        force_reindex.to_deployment(
+            name="force-reindex",
+            description="Clear a code base's index and rebuild it, bulk mode around the load. Start it from the UI.",
+            **common,
+        ),
+    ]
+
+
+def serve_deployments(settings: Settings, limit: int | None = None) -> None:
+    from prefect import serve
+
+    serve(*build_deployments(settings), limit=limit)

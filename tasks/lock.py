@@ -1,0 +1,74 @@
+"""One indexing run per code base at a time, whatever started it (CLI, schedule, UI).
+
+An exclusive flock on <data_dir>/index.lock, held for the whole run. The kernel drops it
+when the holder exits, even by a crash, so a lock is never stale. The holder writes who it
+is into the file, so a run that has to wait can say what it waits for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+class CodebaseBusy(RuntimeError):
+    """Another run holds the code base for longer than this run was willing to wait."""
+
+
+def holder_of(lock_path: Path) -> str:
+    try:
+        info = json.loads(Path(lock_path).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return "another run"
+    if not info:
+        return "another run"
+    return f"{info.get('label', 'a run')} (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
+
+
+@contextlib.contextmanager
+def codebase_lock(
+    lock_path: Path, wait_seconds: float, label: str, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = holder_of(lock_path)
+                if not waiting and on_wait is not None:
+                    on_wait(holder)
+                waiting = True
+                if time.monotonic() >= deadline:
+                    raise CodebaseBusy(
+                        f"{holder} is indexing this code base; waited {wait_seconds:.0f} s "
+                        "(RCI_LOCK_WAIT_SECONDS), try again when it has finished"
+                    ) from None
+                time.sleep(0.25)
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "label": label,
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

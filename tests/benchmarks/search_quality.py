@@ -1,0 +1,179 @@
+"""Search quality on real crates: Recall@1/5/10, MRR@10 and nDCG@10 per engine, and query latency.
+
+    .venv/bin/python tests/benchmarks/search_quality.py          # first run ~20 min (indexing), then ~3 min
+    .venv/bin/python tests/benchmarks/search_quality.py --tune   # also the grid that chose the defaults
+
+Query sets (tests/benchmarks/queries/*.json) name the expected items by file and qualified
+name: plain-English descriptions of what an item does (without its name), half-remembered
+identifiers, and mixed phrasing. Each expected item counts once (tests/benchmarks/metrics.py).
+Crates are Debian's, pinned by version (tests/benchmarks/corpora.py). Latency is measured on
+the ~1,000-file medium corpus with the embedded stores, in this process, after one warm-up query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.benchmarks.corpora import corpus, crate_source  # noqa: E402
+from tests.benchmarks.metrics import mean, scores  # noqa: E402
+
+QUERIES = Path(__file__).resolve().parent / "queries"
+CRATES = ("clap", "regex")
+ENGINES = ("bm25", "vector", "hybrid")
+METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
+WEIGHT_PRESETS = {
+    "flat": {"name": 1, "name_parts": 1, "doc": 1, "code": 1, "code_parts": 1},
+    "no identifier parts": {"name": 3, "name_parts": 0, "doc": 1.5, "code": 1, "code_parts": 0},
+    "name > doc > body": {"name": 3, "name_parts": 2, "doc": 1.5, "code": 1, "code_parts": 0.5},
+    "name >> doc > body": {"name": 5, "name_parts": 3, "doc": 2, "code": 1, "code_parts": 0.5},
+    "doc heavy": {"name": 3, "name_parts": 2, "doc": 3, "code": 1, "code_parts": 0.5},
+}
+
+
+def index(root: Path, data_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL"))}
+    env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(data_dir / "prefect-home")})
+    (data_dir / "prefect-home").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    done = subprocess.run([str(Path(sys.executable).parent / "rci"), "index", str(root), "--json"],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"indexing {root} failed: {done.stderr.strip()[-500:]}")
+    stats = json.loads(done.stdout)
+    print(f"indexed {root.name}: {stats['files_total']} files, {stats['chunks_total']} chunks "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+
+
+def load(crate: str) -> list[dict]:
+    return json.loads((QUERIES / f"{crate}.json").read_text())["queries"]
+
+
+def check_expected(searcher, queries: list[dict]) -> None:
+    """Every expected item must be in the index, or the query set is wrong."""
+    from tantivy import Occur, Query
+
+    schema = searcher.tantivy.schema
+    missing = []
+    for q in queries:
+        for e in q["expect"]:
+            query = Query.boolean_query([
+                (Occur.Must, Query.term_query(schema, "path", e["file"])),
+                (Occur.Must, Query.term_query(schema, "symbol", e["symbol"])),
+            ])  # fmt: skip
+            if not searcher.tantivy._run(query, 1):
+                missing.append(f"{e['file']} {e['symbol']}")
+    if missing:
+        raise SystemExit("expected items not in the index:\n  " + "\n  ".join(missing))
+
+
+def evaluate(searcher, queries: list[dict], engine: str, **options) -> dict:
+    rows, by_type = [], {}
+    for q in queries:
+        results = searcher.search(q["query"], limit=10, engine=engine, **options)
+        row = scores([(r.file, r.symbol) for r in results], {(e["file"], e["symbol"]) for e in q["expect"]})
+        rows.append(row)
+        by_type.setdefault(q["type"], []).append(row)
+    return {"all": mean(rows), **{t: mean(r) for t, r in by_type.items()}}
+
+
+def table(title: str, rows: dict[str, dict]) -> str:
+    lines = [f"\n**{title}**\n", "| | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for label, metrics in rows.items():
+        lines.append(f"| {label} | " + " | ".join(f"{metrics[m]:.3f}" for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def tune(searchers: dict, queries: dict) -> list[str]:
+    """The grid behind the defaults: BM25 field weights first, then RRF k and candidates."""
+    out = []
+    both = lambda engine, **o: mean([evaluate(searchers[c], queries[c], engine, **o)["all"] for c in CRATES])  # noqa: E731
+    weight_rows = {}
+    for name, weights in WEIGHT_PRESETS.items():
+        for c in CRATES:
+            searchers[c].tantivy.weights = dict(weights)
+        weight_rows[f"bm25, {name}"] = both("bm25")
+        weight_rows[f"hybrid, {name}"] = both("hybrid")
+    out.append(table("field weights (clap + regex)", weight_rows))
+    best = max(WEIGHT_PRESETS, key=lambda n: weight_rows[f"hybrid, {n}"]["mrr@10"] + weight_rows[f"hybrid, {n}"]["recall@10"])
+    for c in CRATES:
+        searchers[c].tantivy.weights = dict(WEIGHT_PRESETS[best])
+    fusion_rows = {}
+    for k in (10, 30, 60, 100):
+        for candidates in (20, 50, 100):
+            fusion_rows[f"k={k}, candidates={candidates}"] = both(
+                "hybrid", rrf_k=k, bm25_candidates=candidates, vector_candidates=candidates
+            )
+    out.append(table(f"hybrid fusion (weights: {best})", fusion_rows))
+    return out
+
+
+def latency(searcher, texts: list[str]) -> tuple[float, float]:
+    searcher.search(texts[0])  # warm-up: first model call
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        searcher.search(text, limit=10)
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.95) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=REPO / ".bench")
+    parser.add_argument("--tune", action="store_true", help="also run the tuning grid")
+    parser.add_argument("--skip-latency", action="store_true", help="skip indexing the medium corpus for latency")
+    args = parser.parse_args()
+    data = args.work / "search-data"
+    os.environ["RCI_DATA_DIR"] = str(data)
+
+    from tasks.search import Searcher
+    from tasks.session import load_embedder
+    from tasks.settings import load_settings
+
+    roots = {crate: crate_source(crate, args.work) for crate in CRATES}
+    for root in roots.values():
+        index(root, data)
+    model = load_embedder(load_settings())
+    searchers = {crate: Searcher(root, embedder=model) for crate, root in roots.items()}
+    queries = {crate: load(crate) for crate in CRATES}
+    report = []
+    for crate in CRATES:
+        check_expected(searchers[crate], queries[crate])
+        results = {engine: evaluate(searchers[crate], queries[crate], engine) for engine in ENGINES}
+        rows = {engine: results[engine]["all"] for engine in ENGINES}
+        for kind in ("description", "identifier", "mixed"):
+            rows.update({f"{engine}, {kind}": results[engine][kind] for engine in ENGINES})
+        report.append(table(f"{crate} ({len(queries[crate])} queries)", rows))
+        print(report[-1], flush=True)
+    overall = {e: mean([evaluate(searchers[c], queries[c], e)["all"] for c in CRATES]) for e in ENGINES}
+    report.append(table("both crates", overall))
+    print(report[-1], flush=True)
+    if args.tune:
+        for block in tune(searchers, queries):
+            print(block, flush=True)
+            report.append(block)
+    if not args.skip_latency:
+        medium = corpus("medium", args.work)
+        index(medium, data)
+        searcher = Searcher(medium, embedder=model)
+        texts = [q["query"] for c in CRATES for q in queries[c]]
+        p50, p95 = latency(searcher, texts)
+        line = f"\nhybrid query latency on the medium corpus ({len(texts)} queries): p50 {p50:.0f} ms, p95 {p95:.0f} ms"
+        print(line, flush=True)
+        report.append(line)
+    (args.work / "search-quality.md").write_text("\n".join(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()

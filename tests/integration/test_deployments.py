@@ -1,0 +1,225 @@
+"""Deployments against a real Prefect server: served by `rci serve`, started through the API as
+the UI starts them, with good and bad parameters, overlapping runs, and a nightly run."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+
+from tests.conftest import build_demo_crate
+from tests.integration.helpers import open_stores, qdrant_points, tantivy_docs
+
+pytestmark = [pytest.mark.integration]
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server, tmp_path_factory):
+    """`rci serve` in a subprocess: two registered code bases (one of which will vanish), one allowed root."""
+    base = tmp_path_factory.mktemp("served")
+    alpha = build_demo_crate(base / "alpha")
+    beta = build_demo_crate(base / "beta")
+    allowed = base / "allowed"
+    allowed.mkdir()
+    gamma = build_demo_crate(allowed)
+    env = {
+        **os.environ,
+        "RCI_DATA_DIR": str(base / "data"),
+        "RCI_CODEBASES": json.dumps([str(alpha), str(beta)]),
+        "RCI_ALLOWED_ROOTS": json.dumps([str(alpha), str(beta), str(allowed)]),
+        "RCI_NIGHTLY_TIMEZONE": "Europe/Paris",
+        "RCI_LOCK_WAIT_SECONDS": "300",
+    }
+    log = open(base / "serve.log", "w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "rci"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    names = {"index-codebase/index", "nightly-reindex/nightly-reindex", "force-reindex/force-reindex"}
+    deadline = time.monotonic() + 120
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            found = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
+            if names <= found:
+                break
+            assert process.poll() is None, (base / "serve.log").read_text()
+            time.sleep(1)
+        else:
+            raise AssertionError(f"deployments not served: {(base / 'serve.log').read_text()[-2000:]}")
+    yield {"env": env, "alpha": alpha, "beta": beta, "gamma": gamma, "allowed": allowed, "base": base}
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def deployment(client, name: str):
+    flow_name = {"index": "index-codebase", "nightly-reindex": "nightly-reindex", "force-reindex": "force-reindex"}[name]
+    return client.read_deployment_by_name(f"{flow_name}/{name}")
+
+
+def start(name: str, parameters: dict):
+    """What the UI's "Run" button does: a flow run from the deployment, with the form's values."""
+    with get_client(sync_client=True) as client:
+        return client.create_flow_run_from_deployment(deployment(client, name).id, parameters=parameters).id
+
+
+def wait_for(run_id, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            if run.state and run.state.type.value in TERMINAL:
+                return run
+            time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} did not finish in {timeout} s")
+
+
+def stores_of(served, crate):
+    """Both stores' contents and the snapshot's files, read after the run released them."""
+    with open_stores(crate, data_dir=served["base"] / "data") as (layout, tantivy, qdrant):
+        snapshot = json.loads(layout.snapshot_path.read_text())
+        return {
+            "tantivy": tantivy_docs(tantivy),
+            "qdrant": qdrant_points(qdrant),
+            "snapshot": sorted(leaf["rel_path"] for leaf in snapshot["leaves"]),
+        }
+
+
+def test_the_form_the_ui_shows(served):
+    with get_client(sync_client=True) as client:
+        schema = deployment(client, "force-reindex").parameter_openapi_schema
+        nightly = deployment(client, "nightly-reindex")
+    props = schema["properties"]
+    assert set(props) == {"directory", "indexing_mode", "reembed"} and schema["required"] == ["directory"]
+    assert "RCI_ALLOWED_ROOTS" in props["directory"]["description"]
+    assert props["indexing_mode"]["default"] == "auto" and "recommend()" in props["indexing_mode"]["description"]
+    assert props["reembed"]["default"] is False and "embedding cache" in props["reembed"]["description"]
+    enum = schema["definitions"]["IndexingMode"]["enum"]
+    assert enum == ["auto", "sequential", "parallel", "pipeline"]
+    assert len(nightly.schedules) == 1
+    assert nightly.schedules[0].schedule.cron == "0 3 * * *"
+    assert nightly.schedules[0].schedule.timezone == "Europe/Paris"
+    assert nightly.schedules[0].active
+
+
+def test_force_reindex_started_like_the_ui(served):
+    crate = served["gamma"]
+    first = wait_for(start("index", {"directory": str(crate)}))
+    assert first.state.type.value == "COMPLETED", first.state.message
+    (crate / "src" / "net.rs").write_text("/// Sends a ping.\npub fn send_ping() {}\n")
+    run = wait_for(start("force-reindex", {"directory": str(crate), "indexing_mode": "pipeline"}))
+    assert run.state.type.value == "COMPLETED", run.state.message
+    contents = stores_of(served, crate)
+    symbols = {d["symbol"] for d in contents["tantivy"].values() if d["path"] == "src/net.rs"}
+    assert symbols == {"demo_tensor::net::send_ping"}
+    assert set(contents["tantivy"]) == set(contents["qdrant"])
+    assert "src/net.rs" in contents["snapshot"]
+
+
+@pytest.mark.parametrize(
+    "parameters, words",
+    [
+        ({"directory": "/etc"}, "outside the allowed roots"),
+        ({"directory": "/no/such/folder"}, "does not exist"),
+    ],
+)
+def test_bad_parameters_fail_at_validation_and_touch_nothing(served, parameters, words):
+    data = served["base"] / "data"
+    before = sorted(p.name for p in data.iterdir()) if data.exists() else []
+    run = wait_for(start("force-reindex", parameters))
+    assert run.state.type.value == "FAILED"
+    assert "Validation of flow parameters failed" in run.state.message and words in run.state.message
+    after = sorted(p.name for p in data.iterdir()) if data.exists() else []
+    assert after == before
+
+
+def test_unknown_mode_is_refused_before_a_run_exists(served):
+    with pytest.raises(Exception, match="indexing_mode|Validation"):
+        start("force-reindex", {"directory": str(served["gamma"]), "indexing_mode": "turbo"})
+
+
+def test_two_runs_on_one_code_base_never_interleave(served):
+    crate = served["gamma"]
+    runs = [start("force-reindex", {"directory": str(crate)}) for _ in range(2)]
+    finished = [wait_for(run_id) for run_id in runs]
+    assert [r.state.type.value for r in finished] == ["COMPLETED", "COMPLETED"], [r.state.message for r in finished]
+    # Never at once: one run's work began after the other's ended.
+    spans = sorted((r.start_time, r.end_time) for r in finished)
+    assert spans[0][1] <= spans[1][0] or _waited_for_the_lock(finished)  # serial, or the second waited
+    contents = stores_of(served, crate)
+    assert set(contents["tantivy"]) == set(contents["qdrant"]) and contents["tantivy"]
+    on_disk = sorted(p.relative_to(crate).as_posix() for p in crate.rglob("*.rs") if _indexable(crate, p))
+    assert contents["snapshot"] == on_disk
+
+
+def _indexable(crate: Path, path: Path) -> bool:
+    rel = path.relative_to(crate).as_posix()
+    return not (path.is_symlink() or rel.startswith(("target/", ".aws/")) or rel in (
+        "generated.rs", "gen/other.rs", "src/scratch_notes.rs", "src/latin1.rs", "src/blob.rs"))  # fmt: skip
+
+
+def _waited_for_the_lock(runs) -> bool:
+    """Both runs were running at once, and one of them logged that it waited for the other."""
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
+    return any(log.message.startswith("waiting for") for log in logs)
+
+
+def test_nightly_indexes_every_code_base_and_names_the_one_that_failed(served):
+    served["beta"].rename(served["beta"].with_name("beta-moved"))  # a registered code base vanished
+    try:
+        run = wait_for(start("nightly-reindex", {}), timeout=600)
+    finally:
+        served["beta"].with_name("beta-moved").rename(served["beta"])
+    assert run.state.type.value == "FAILED"
+    assert "1 of 2 code bases failed" in run.state.message and str(served["beta"]) in run.state.message
+    assert "does not exist" in run.state.message
+    contents = stores_of(served, served["alpha"])
+    assert contents["tantivy"] and set(contents["tantivy"]) == set(contents["qdrant"])
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]))
+        )
+    assert sorted(c.state.type.value for c in children) == ["COMPLETED", "FAILED"]
+
+
+def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(served):
+    """Last in this module: deploying replaces the served deployments of the same names."""
+    repo = Path(__file__).resolve().parents[2]
+    prefect = str(Path(sys.executable).parent / "prefect")
+    env = served["env"]
+
+    def run(*args: str) -> None:
+        done = subprocess.run([prefect, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+
+    run("work-pool", "create", "rci-process", "--type", "process", "--overwrite")
+    run("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    with get_client(sync_client=True) as client:
+        deployed = {d.name: d for d in client.read_deployments() if d.work_pool_name == "rci-process"}
+    assert set(deployed) == {"index", "nightly-reindex", "force-reindex"}
+    assert deployed["nightly-reindex"].schedules[0].schedule.cron == "0 3 * * *"
+    assert deployed["force-reindex"].entrypoint == "flows/deployed.py:force_reindex"
+
+    crate = served["gamma"]
+    (crate / "src" / "net.rs").write_text("/// Deployed by prefect.yaml.\npub fn from_the_worker() {}\n")
+    run_id = start("force-reindex", {"directory": str(crate)})
+    run("worker", "start", "--pool", "rci-process", "--run-once")
+    finished = wait_for(run_id)
+    assert finished.state.type.value == "COMPLETED", finished.state.message
+    symbols = {d["symbol"] for d in stores_of(served, crate)["tantivy"].values() if d["path"] == "src/net.rs"}
+    assert symbols == {"demo_tensor::net::from_the_worker"}
