@@ -12,12 +12,13 @@ from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, Field
 
 from flows.index import HOOKS, TASK_RUNNER, index_codebase
-from tasks.params import AllowedDirectory, ForceReembed, ForceReindex, IndexingMode, Mode
+from tasks.params import AllowedDirectory, ForceReembed, ForceReindex, IndexingMode, Mode, documented_parameters
 from tasks.settings import load_settings
 from tasks.stats import IndexStats
 
 
 @flow(name="index-codebase", validate_parameters=True, task_runner=TASK_RUNNER, **HOOKS)
+@documented_parameters
 def index(
     directory: AllowedDirectory,
     force_reindex: ForceReindex = False,
@@ -29,6 +30,7 @@ def index(
 
 
 @flow(name="force-reindex", validate_parameters=True, task_runner=TASK_RUNNER, **HOOKS)
+@documented_parameters
 def force_reindex(
     directory: AllowedDirectory,
     indexing_mode: Mode = IndexingMode.auto,
@@ -56,6 +58,7 @@ class NightlyReport(BaseModel):
 
 
 @flow(name="nightly-reindex", validate_parameters=True)
+@documented_parameters
 def nightly_reindex(indexing_mode: Mode = IndexingMode.auto) -> State:
     """Index every registered code base (RCI_CODEBASES) incrementally, one after another.
     One failing code base does not stop the others; the run fails naming each that failed."""

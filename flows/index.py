@@ -30,7 +30,7 @@ from tasks.bulk import recover_bulk_mode
 from tasks.discover import Discovery
 from tasks.lock import CodebaseBusy, codebase_lock
 from tasks.merkle import diff
-from tasks.params import Directory, ForceReembed, ForceReindex, IndexingMode, Mode
+from tasks.params import Directory, ForceReembed, ForceReindex, IndexingMode, Mode, documented_parameters
 from tasks.qdrant_store import QdrantStore
 from tasks.resources import PeakRss
 from tasks.session import IndexSession, plan_for_run
@@ -63,6 +63,7 @@ HOOKS = {"on_cancellation": [restore_bulk_mode], "on_crashed": [restore_bulk_mod
 
 
 @flow(name="index-codebase", validate_parameters=True, task_runner=TASK_RUNNER, **HOOKS)
+@documented_parameters
 def index_codebase(
     directory: Directory,
     force_reindex: ForceReindex = False,
@@ -164,25 +165,30 @@ def one_run_at_a_time(layout: CodebaseLayout, settings: Settings) -> Iterator[No
             client.upsert_global_concurrency_limit_by_name(name, 1)
         except ObjectAlreadyExists:  # created by a run that started at the same moment
             pass
-        busy = client.read_global_concurrency_limit_by_name(name).active_slots > 0
     label = f"flow run '{flow_run.name}'" + (f" of deployment '{deployment.name}'" if deployment.name else "")
 
     def waiting(holder: str) -> None:
         progress.stage("waiting")
         get_run_logger().info("waiting for %s to finish with %s", holder, layout.root)
 
-    if busy:
-        waiting(f"another run (Prefect concurrency limit {name})")
+    def slot(timeout: float) -> contextlib.AbstractContextManager:
+        return concurrency(name, occupy=1, timeout_seconds=timeout, strict=True)
 
-    try:
-        with concurrency(name, occupy=1, timeout_seconds=settings.lock_wait_seconds, strict=True):
-            with codebase_lock(layout.lock_path, settings.lock_wait_seconds, label, on_wait=waiting):
-                yield
-    except TimeoutError:
-        raise CodebaseBusy(
-            f"another run is indexing {layout.root} (Prefect concurrency limit {name}); waited "
-            f"{settings.lock_wait_seconds:.0f} s (RCI_LOCK_WAIT_SECONDS), try again when it has finished"
-        ) from None
+    with contextlib.ExitStack() as held:
+        # A quick try first, so that a run that has to wait says so (in the log and the UI).
+        try:
+            held.enter_context(slot(1.0))
+        except TimeoutError:
+            waiting(f"another run (Prefect concurrency limit {name})")
+            try:
+                held.enter_context(slot(settings.lock_wait_seconds))
+            except TimeoutError:
+                raise CodebaseBusy(
+                    f"another run is indexing {layout.root} (Prefect concurrency limit {name}); waited "
+                    f"{settings.lock_wait_seconds:.0f} s (RCI_LOCK_WAIT_SECONDS), try again when it has finished"
+                ) from None
+        held.enter_context(codebase_lock(layout.lock_path, settings.lock_wait_seconds, label, on_wait=waiting))
+        yield
 
 
 def _last_run(stats: IndexStats, seconds: float) -> dict:

@@ -7,9 +7,10 @@ other callers build.
 
 from __future__ import annotations
 
+import inspect
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable, TypeVar, get_type_hints
 
 from pydantic import AfterValidator, BaseModel, Field
 
@@ -81,6 +82,26 @@ ForceReembed = Annotated[
     bool,
     Field(description="Rebuild like force_reindex and also embed every chunk again, ignoring the embedding cache."),
 ]
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def documented_parameters(fn: F) -> F:
+    """Append an `Args:` section built from the parameters' annotated descriptions.
+
+    Prefect's form schema takes each parameter's description from a Google-style docstring
+    and ignores `Field(description=...)` inside `Annotated`; this keeps one source for both.
+    """
+    hints = get_type_hints(fn, include_extras=True)
+    lines = []
+    for name in inspect.signature(fn).parameters:
+        described = [m.description for m in getattr(hints.get(name), "__metadata__", ()) if getattr(m, "description", None)]
+        if described:
+            lines.append(f"    {name}: {described[0]}")
+    if lines:
+        fn.__doc__ = inspect.cleandoc(fn.__doc__ or "") + "\n\nArgs:\n" + "\n".join(lines) + "\n"
+    return fn
 
 
 class IndexRequest(BaseModel):

@@ -19,10 +19,10 @@ from tantivy import Document, Filter, Index, Occur, Query, SchemaBuilder, TextAn
 
 from tasks.records import Chunk
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 IDENT_ANALYZER = "rci_ident"  # whole identifiers and numbers, lowercased
 WORDS_ANALYZER = "rci_words"  # text already split by identifier_parts
-DOC_ANALYZER = "rci_doc"  # English prose: lowercased, stemmed
+DOC_ANALYZER = "rci_doc"  # English prose: lowercased, stop words dropped, stemmed
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 _CAMEL_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -48,8 +48,10 @@ def _analyzers() -> dict[str, tantivy.TextAnalyzer]:
         .filter(Filter.remove_long(80))
         .build(),
         WORDS_ANALYZER: TextAnalyzerBuilder(Tokenizer.whitespace()).filter(Filter.remove_long(80)).build(),
+        # Stop words dropped: "or" in `or_insert` must not match every doc that says "or".
         DOC_ANALYZER: TextAnalyzerBuilder(Tokenizer.simple())
         .filter(Filter.lowercase())
+        .filter(Filter.stopword("english"))
         .filter(Filter.stemmer("english"))
         .build(),
     }

@@ -81,7 +81,8 @@ def test_index_search_status_end_to_end(demo_crate, data_dir):
 
     as_json = rci("search", str(demo_crate), "HashMap entry or_insert", "--json", "-n", "5")
     results = json.loads(as_json.stdout)
-    assert set(results[0]) == {"file", "start_line", "end_line", "symbol", "kind", "score", "snippet"}
+    assert set(results[0]) == {"file", "start_line", "end_line", "symbol", "kind", "score", "snippet", "stale"}
+    assert results[0]["stale"] is False
     assert results[0]["symbol"] == "demo_tensor::net::word_frequencies" and results[0]["file"] == "src/net.rs"
     assert "or_insert(0)" in results[0]["snippet"]
 
