@@ -12,6 +12,7 @@ How batches move through read/parse/chunk, embed and write is the mode (flows/mo
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,26 +168,30 @@ def one_run_at_a_time(layout: CodebaseLayout, settings: Settings) -> Iterator[No
             pass
     label = f"flow run '{flow_run.name}'" + (f" of deployment '{deployment.name}'" if deployment.name else "")
 
+    logger = get_run_logger()
+
     def waiting(holder: str) -> None:
         progress.stage("waiting")
-        get_run_logger().info("waiting for %s to finish with %s", holder, layout.root)
+        logger.info("waiting for %s to finish with %s", holder, layout.root)
 
-    def slot(timeout: float) -> contextlib.AbstractContextManager:
-        return concurrency(name, occupy=1, timeout_seconds=timeout, strict=True)
+    def say_if_waiting() -> None:
+        # Prefect's acquire blocks silently; a run that waits for another says so (log and UI).
+        with get_client(sync_client=True) as client:
+            if client.read_global_concurrency_limit_by_name(name).active_slots > 0:
+                waiting(f"another run (Prefect concurrency limit {name})")
 
     with contextlib.ExitStack() as held:
-        # A quick try first, so that a run that has to wait says so (in the log and the UI).
+        check = threading.Timer(2.0, say_if_waiting)
+        check.start()
         try:
-            held.enter_context(slot(1.0))
+            held.enter_context(concurrency(name, occupy=1, timeout_seconds=settings.lock_wait_seconds, strict=True))
         except TimeoutError:
-            waiting(f"another run (Prefect concurrency limit {name})")
-            try:
-                held.enter_context(slot(settings.lock_wait_seconds))
-            except TimeoutError:
-                raise CodebaseBusy(
-                    f"another run is indexing {layout.root} (Prefect concurrency limit {name}); waited "
-                    f"{settings.lock_wait_seconds:.0f} s (RCI_LOCK_WAIT_SECONDS), try again when it has finished"
-                ) from None
+            raise CodebaseBusy(
+                f"another run is indexing {layout.root} (Prefect concurrency limit {name}); waited "
+                f"{settings.lock_wait_seconds:.0f} s (RCI_LOCK_WAIT_SECONDS), try again when it has finished"
+            ) from None
+        finally:
+            check.cancel()
         held.enter_context(codebase_lock(layout.lock_path, settings.lock_wait_seconds, label, on_wait=waiting))
         yield
 
