@@ -129,3 +129,22 @@ def test_qdrant_rejects_a_model_of_another_size(qdrant):
 def test_qdrant_upserting_the_same_ids_replaces_points(qdrant):
     qdrant.upsert(CHUNKS[:1], np.ones((1, 4), dtype=np.float32) / 2)
     assert qdrant.count() == len(CHUNKS)
+
+
+def test_qdrant_selective_filter_finds_what_lies_beyond_the_candidate_list(tmp_path):
+    """The embedded store filters a candidate list first; a rare path must still be found."""
+    store = QdrantStore.open(tmp_path / "qdrant", "many")
+    store.ensure_collection(4)
+    crowd = [chunk(f"src/crowd{i}.rs", f"near_{i}", f"fn near_{i}() {{}}") for i in range(450)]
+    rare = chunk("src/rare.rs", "far_away", "fn far_away() {}")
+    vectors = np.vstack([np.tile([1, 0, 0, 0], (450, 1)), [[0, 1, 0, 0]]]).astype(np.float32)
+    store.upsert([*crowd, rare], vectors)
+    query = np.array([1, 0, 0, 0], dtype=np.float32)
+    try:
+        assert rare.id not in {hit.id for hit in store.search(query, limit=400)}  # beyond the candidates
+        found = store.search(query, limit=5, paths=["src/rare.rs"])
+        assert [hit.payload["symbol"] for hit in found] == ["demo::far_away"]
+        kinds = store.search(query, limit=3, kinds=["function"], paths=["src/crowd7.rs", "src/rare.rs"])
+        assert [hit.payload["path"] for hit in kinds] == ["src/crowd7.rs", "src/rare.rs"]
+    finally:
+        store.close()
