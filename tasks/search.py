@@ -142,20 +142,21 @@ class Searcher:
         return self._merge(rankings, rrf_k, limit)
 
     def _merge(self, rankings: list[list[_Hit]], rrf_k: int, limit: int) -> list[SearchResult]:
-        """Fuse the rankings, then keep one result per item: its best window's score and snippet."""
-        fused = reciprocal_rank_fusion([[hit.id for hit in ranking] for ranking in rankings], rrf_k)
-        best: dict[str, tuple[float, _Hit]] = {}
-        for ranking in rankings:
+        """Fuse at the item level: each engine's ranking keeps an item once, at its best window's
+        rank (so one long item's windows do not push others down), then reciprocal rank fusion;
+        the result shows the item's best window's snippet."""
+        items = [list(_best_window_per_item(ranking).values()) for ranking in rankings]
+        fused = reciprocal_rank_fusion([[hit.item_id for hit in ranking] for ranking in items], rrf_k)
+        shown: dict[str, _Hit] = {}
+        for ranking in items:
             for hit in ranking:
-                score = fused[hit.id]
-                if hit.item_id not in best or score > best[hit.item_id][0]:
-                    best[hit.item_id] = (score, hit)
-        ordered = sorted(best.values(), key=lambda pair: (-pair[0], pair[1].path, pair[1].item_start_line))[:limit]
-        stale = self._stale({hit.path for _, hit in ordered})
+                shown.setdefault(hit.item_id, hit)
+        ordered = sorted(shown.values(), key=lambda hit: (-fused[hit.item_id], hit.path, hit.item_start_line))[:limit]
+        stale = self._stale({hit.path for hit in ordered})
         return [
-            SearchResult(hit.path, hit.item_start_line, hit.item_end_line, hit.symbol, hit.kind, round(score, 6),
-                         snippet_of(hit.code), hit.path in stale)  # fmt: skip
-            for score, hit in ordered
+            SearchResult(hit.path, hit.item_start_line, hit.item_end_line, hit.symbol, hit.kind,
+                         round(fused[hit.item_id], 6), snippet_of(hit.code), hit.path in stale)  # fmt: skip
+            for hit in ordered
         ]
 
     def _stale(self, paths: Iterable[str]) -> set[str]:
@@ -173,6 +174,13 @@ class Searcher:
 
     def close(self) -> None:
         self.qdrant.close()
+
+
+def _best_window_per_item(ranking: list[_Hit]) -> dict[str, _Hit]:
+    best: dict[str, _Hit] = {}
+    for hit in ranking:
+        best.setdefault(hit.item_id, hit)
+    return best
 
 
 def _from_tantivy(hit) -> _Hit:

@@ -126,9 +126,12 @@ def open_session(
             raise IndexMismatch(f"{reason}; rebuild it with `rci index {layout.root} --force`")
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    previous = None if force or existing is None else load_snapshot(layout.snapshot_path)
     qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key, plan.qdrant_batch)
     try:
-        tantivy = TantivyStore(layout.tantivy_dir, plan.tantivy_heap_bytes, plan.tantivy_threads)
+        tantivy = TantivyStore(
+            layout.tantivy_dir, plan.tantivy_heap_bytes, plan.tantivy_threads, starting_over=previous is None
+        )
     except BaseException:
         qdrant.close()
         raise
@@ -139,7 +142,6 @@ def open_session(
         overlap_lines=settings.window_overlap_lines,
     )
     cache = EmbeddingCache(layout.cache_path, spec.model_id)
-    previous = None if force or existing is None else load_snapshot(layout.snapshot_path)
     session = IndexSession(layout, settings, plan, spec, embedders, chunker, cache, tantivy, qdrant, wanted, previous)
     try:
         if reembed:

@@ -10,6 +10,7 @@ user text can break them.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -27,9 +28,10 @@ DOC_ANALYZER = "rci_doc"  # English prose: lowercased, stop words dropped, stemm
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 _CAMEL_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
-# Field weights: a match in the symbol's name says more than one in its docs, which says
-# more than one somewhere in its body.
-WEIGHTS = {"name": 3.0, "name_parts": 2.0, "doc": 1.5, "code": 1.0, "code_parts": 0.5}
+# Field weights: a match in the item's own name says more than one in its docs, which says
+# more than one in its body or its qualified path (module, owner type). Chosen by
+# tests/benchmarks/search_quality.py --tune.
+WEIGHTS = {"name": 3.0, "name_parts": 2.0, "doc": 1.5, "code": 1.0, "code_parts": 0.5, "context": 0.5}
 
 
 def identifier_parts(text: str) -> list[str]:
@@ -39,6 +41,11 @@ def identifier_parts(text: str) -> list[str]:
         for piece in identifier.split("_"):
             parts.extend(part.lower() for part in _CAMEL_PART.findall(piece))
     return parts
+
+
+def whole_and_parts(text: str) -> list[str]:
+    """Lowercased identifiers, then their parts: `ValueRange::new` -> valuerange, new, value, range, new."""
+    return [identifier.lower() for identifier in _IDENTIFIER.findall(text)] + identifier_parts(text)
 
 
 def _analyzers() -> dict[str, tantivy.TextAnalyzer]:
@@ -63,6 +70,7 @@ def _schema() -> tantivy.Schema:
         builder.add_text_field(raw, stored=True, tokenizer_name="raw")
     builder.add_text_field("name", stored=True, tokenizer_name=IDENT_ANALYZER)
     builder.add_text_field("name_parts", stored=False, tokenizer_name=WORDS_ANALYZER)
+    builder.add_text_field("context", stored=False, tokenizer_name=WORDS_ANALYZER)  # qualified path, whole + parts
     builder.add_text_field("doc", stored=True, tokenizer_name=DOC_ANALYZER)
     builder.add_text_field("code", stored=True, tokenizer_name=IDENT_ANALYZER)
     builder.add_text_field("code_parts", stored=False, tokenizer_name=WORDS_ANALYZER)
@@ -93,11 +101,22 @@ class TantivyHit:
 class TantivyStore:
     """One index directory. The writer is opened on first write and owned by the writing task."""
 
-    def __init__(self, path: Path, writer_heap_bytes: int = 128_000_000, writer_threads: int = 1):
+    def __init__(
+        self, path: Path, writer_heap_bytes: int = 128_000_000, writer_threads: int = 1, starting_over: bool = False
+    ):
+        """`starting_over`: the caller is about to empty the index, so one written with another
+        schema (an older version of this tool) is replaced instead of refused."""
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.schema = _schema()
-        self.index = Index(self.schema, path=str(self.path), reuse=True)
+        try:
+            self.index = Index(self.schema, path=str(self.path), reuse=True)
+        except ValueError as error:
+            if not (starting_over and "schema does not match" in str(error)):
+                raise
+            shutil.rmtree(self.path)
+            self.path.mkdir(parents=True)
+            self.index = Index(self.schema, path=str(self.path), reuse=True)
         self._analyzers = _analyzers()
         for name, analyzer in self._analyzers.items():
             self.index.register_tokenizer(name, analyzer)
@@ -138,8 +157,9 @@ class TantivyStore:
                     path=chunk.rel_path,
                     symbol=chunk.qualified_name,
                     kind=chunk.kind,
-                    name=chunk.qualified_name,
-                    name_parts=" ".join(identifier_parts(chunk.qualified_name)),
+                    name=chunk.name,
+                    name_parts=" ".join(identifier_parts(chunk.name)),
+                    context=" ".join(whole_and_parts(chunk.qualified_name)),
                     doc=chunk.doc,
                     code=chunk.code,
                     code_parts=" ".join(identifier_parts(chunk.code)),
@@ -214,6 +234,7 @@ class TantivyStore:
             "code": self._analyzers[IDENT_ANALYZER].analyze(text),
             "name_parts": identifier_parts(text),
             "code_parts": identifier_parts(text),
+            "context": whole_and_parts(text),
             "doc": self._analyzers[DOC_ANALYZER].analyze(text),
         }
         for field, tokens in terms.items():

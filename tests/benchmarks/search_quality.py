@@ -32,11 +32,13 @@ CRATES = ("clap", "regex")
 ENGINES = ("bm25", "vector", "hybrid")
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 WEIGHT_PRESETS = {
-    "flat": {"name": 1, "name_parts": 1, "doc": 1, "code": 1, "code_parts": 1},
-    "no identifier parts": {"name": 3, "name_parts": 0, "doc": 1.5, "code": 1, "code_parts": 0},
-    "name > doc > body": {"name": 3, "name_parts": 2, "doc": 1.5, "code": 1, "code_parts": 0.5},
-    "name >> doc > body": {"name": 5, "name_parts": 3, "doc": 2, "code": 1, "code_parts": 0.5},
-    "doc heavy": {"name": 3, "name_parts": 2, "doc": 3, "code": 1, "code_parts": 0.5},
+    "flat": {"name": 1, "name_parts": 1, "doc": 1, "code": 1, "code_parts": 1, "context": 1},
+    "no identifier parts": {"name": 3, "name_parts": 0, "doc": 1.5, "code": 1, "code_parts": 0, "context": 0.5},
+    "name > doc > body": {"name": 3, "name_parts": 2, "doc": 1.5, "code": 1, "code_parts": 0.5, "context": 0.5},
+    "name > doc > body, no path": {"name": 3, "name_parts": 2, "doc": 1.5, "code": 1, "code_parts": 0.5, "context": 0},
+    "name > doc > body, path": {"name": 3, "name_parts": 2, "doc": 1.5, "code": 1, "code_parts": 0.5, "context": 1.5},
+    "name >> doc > body": {"name": 5, "name_parts": 3, "doc": 2, "code": 1, "code_parts": 0.5, "context": 0.5},
+    "doc heavy": {"name": 3, "name_parts": 2, "doc": 3, "code": 1, "code_parts": 0.5, "context": 0.5},
 }
 
 
