@@ -22,7 +22,7 @@ from tasks.embed import Embedder
 from tasks.merkle import load_snapshot
 from tasks.qdrant_store import QdrantStore
 from tasks.settings import CodebaseLayout, Settings, load_settings
-from tasks.tantivy_store import TantivyStore
+from tasks.tantivy_store import SCHEMA_VERSION, TantivyStore
 
 ENGINES = ("hybrid", "bm25", "vector")
 SNIPPET_LINES = 6
@@ -59,6 +59,22 @@ class _Hit:
     item_start_line: int
     item_end_line: int
     code: str
+
+
+# Containers rank below their members: an impl's or a module's chunk is its header and loose
+# items, and a query that matches it usually wants one of the methods or items inside.
+# Measured on clap + regex (search_quality.py --tune): MRR@10 0.549 -> 0.573 at k=30.
+KIND_PRIOR = {"impl": 0.5, "module": 0.5}
+# Test code (tests/, benches/, examples/ folders, `mod test`/`mod tests`) ranks below the code it
+# tests: a description of behaviour names the API more often than its test.
+TEST_PRIOR = 0.5
+_TEST_FOLDERS = ("tests/", "benches/", "examples/")
+
+
+def is_test_code(rel_path: str, symbol: str) -> bool:
+    return rel_path.startswith(_TEST_FOLDERS) or "/tests/" in rel_path or any(
+        part in ("test", "tests") for part in symbol.split("::")[1:-1]
+    )
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:
@@ -101,7 +117,14 @@ class Searcher:
                 f"{embedder.spec.name} ({embedder.spec.source}) is configured; "
                 f"rebuild with `rci index {self.layout.root} --force`"
             )
+        if manifest.schema_version != SCHEMA_VERSION:
+            raise SearchError(
+                f"the index was built by another version of rci (schema {manifest.schema_version}, now "
+                f"{SCHEMA_VERSION}); rebuild it with `rci index {self.layout.root} --force`"
+            )
         self.embedder = embedder
+        self.kind_prior = dict(KIND_PRIOR)
+        self.test_prior = TEST_PRIOR
         self.tantivy = TantivyStore.open_existing(self.layout.tantivy_dir)
         api_key = self.settings.qdrant_api_key.get_secret_value() if self.settings.qdrant_api_key else None
         self.qdrant = QdrantStore.open(self.layout.qdrant_dir, self.layout.collection, self.settings.qdrant_url, api_key)
@@ -151,6 +174,10 @@ class Searcher:
         for ranking in items:
             for hit in ranking:
                 shown.setdefault(hit.item_id, hit)
+        for item_id, hit in shown.items():
+            fused[item_id] *= self.kind_prior.get(hit.kind, 1.0)
+            if is_test_code(hit.path, hit.symbol):
+                fused[item_id] *= self.test_prior
         ordered = sorted(shown.values(), key=lambda hit: (-fused[hit.item_id], hit.path, hit.item_start_line))[:limit]
         stale = self._stale({hit.path for hit in ordered})
         return [

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     parse_processes: int | None = Field(None, ge=0, description="Processes for read/parse/chunk; unset: planned.")
     indexing_mode: str = Field("auto", pattern="^(auto|sequential|parallel|pipeline)$", description="Default mode.")
 
-    search_rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion's k: higher flattens rank differences.")
+    search_rrf_k: int = Field(30, ge=1, description="Reciprocal rank fusion's k: higher flattens rank differences.")
     search_bm25_candidates: int = Field(50, ge=1, description="BM25 results fused per query.")
     search_vector_candidates: int = Field(50, ge=1, description="Vector results fused per query.")
 

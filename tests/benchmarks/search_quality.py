@@ -1,6 +1,6 @@
 """Search quality on real crates: Recall@1/5/10, MRR@10 and nDCG@10 per engine, and query latency.
 
-    .venv/bin/python tests/benchmarks/search_quality.py          # first run ~20 min (indexing), then ~3 min
+    .venv/bin/python tests/benchmarks/search_quality.py          # ~5 min; +15 min if bench_indexing.py has not run
     .venv/bin/python tests/benchmarks/search_quality.py --tune   # also the grid that chose the defaults
 
 Query sets (tests/benchmarks/queries/*.json) name the expected items by file and qualified
@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tasks.search import KIND_PRIOR  # noqa: E402
 from tests.benchmarks.corpora import corpus, crate_source  # noqa: E402
 from tests.benchmarks.metrics import mean, scores  # noqa: E402
 
@@ -41,7 +42,6 @@ WEIGHT_PRESETS = {
     "doc heavy": {"name": 3, "name_parts": 2, "doc": 3, "code": 1, "code_parts": 0.5, "context": 0.5},
 }
 
-
 def index(root: Path, data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL"))}
     env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(data_dir / "prefect-home")})
@@ -55,10 +55,8 @@ def index(root: Path, data_dir: Path) -> None:
     print(f"indexed {root.name}: {stats['files_total']} files, {stats['chunks_total']} chunks "
           f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
 
-
 def load(crate: str) -> list[dict]:
     return json.loads((QUERIES / f"{crate}.json").read_text())["queries"]
-
 
 def check_expected(searcher, queries: list[dict]) -> None:
     """Every expected item must be in the index, or the query set is wrong."""
@@ -77,7 +75,6 @@ def check_expected(searcher, queries: list[dict]) -> None:
     if missing:
         raise SystemExit("expected items not in the index:\n  " + "\n  ".join(missing))
 
-
 def evaluate(searcher, queries: list[dict], engine: str, **options) -> dict:
     rows, by_type = [], {}
     for q in queries:
@@ -87,13 +84,11 @@ def evaluate(searcher, queries: list[dict], engine: str, **options) -> dict:
         by_type.setdefault(q["type"], []).append(row)
     return {"all": mean(rows), **{t: mean(r) for t, r in by_type.items()}}
 
-
 def table(title: str, rows: dict[str, dict]) -> str:
     lines = [f"\n**{title}**\n", "| | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for label, metrics in rows.items():
         lines.append(f"| {label} | " + " | ".join(f"{metrics[m]:.3f}" for m in METRICS) + " |")
     return "\n".join(lines)
-
 
 def tune(searchers: dict, queries: dict) -> list[str]:
     """The grid behind the defaults: BM25 field weights first, then RRF k and candidates."""
@@ -110,14 +105,17 @@ def tune(searchers: dict, queries: dict) -> list[str]:
     for c in CRATES:
         searchers[c].tantivy.weights = dict(WEIGHT_PRESETS[best])
     fusion_rows = {}
-    for k in (10, 30, 60, 100):
-        for candidates in (20, 50, 100):
-            fusion_rows[f"k={k}, candidates={candidates}"] = both(
-                "hybrid", rrf_k=k, bm25_candidates=candidates, vector_candidates=candidates
-            )
+    for prior in (True, False):
+        for c in CRATES:
+            searchers[c].kind_prior = dict(KIND_PRIOR) if prior else {}
+        for k in (10, 30, 60):
+            for candidates in (50, 100):
+                label = f"k={k}, candidates={candidates}, " + ("impl/module x0.5" if prior else "no kind prior")
+                fusion_rows[label] = both("hybrid", rrf_k=k, bm25_candidates=candidates, vector_candidates=candidates)
+    for c in CRATES:
+        searchers[c].kind_prior = dict(KIND_PRIOR)
     out.append(table(f"hybrid fusion (weights: {best})", fusion_rows))
     return out
-
 
 def latency(searcher, texts: list[str]) -> tuple[float, float]:
     searcher.search(texts[0])  # warm-up: first model call
@@ -128,7 +126,6 @@ def latency(searcher, texts: list[str]) -> tuple[float, float]:
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     return statistics.median(times), times[int(len(times) * 0.95) - 1]
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,16 +163,18 @@ def main() -> None:
             print(block, flush=True)
             report.append(block)
     if not args.skip_latency:
-        medium = corpus("medium", args.work)
-        index(medium, data)
-        searcher = Searcher(medium, embedder=model)
+        # bench_indexing.py leaves an index of the medium corpus; reuse it rather than embed 30k chunks again.
+        medium, medium_data = args.work / "trees" / "medium-pipeline", args.work / "data" / "medium-pipeline"
+        if not (medium_data.is_dir() and medium.is_dir()):
+            medium, medium_data = corpus("medium", args.work), data
+        index(medium, medium_data)
+        searcher = Searcher(medium, settings=load_settings().model_copy(update={"data_dir": medium_data}), embedder=model)
         texts = [q["query"] for c in CRATES for q in queries[c]]
         p50, p95 = latency(searcher, texts)
         line = f"\nhybrid query latency on the medium corpus ({len(texts)} queries): p50 {p50:.0f} ms, p95 {p95:.0f} ms"
         print(line, flush=True)
         report.append(line)
     (args.work / "search-quality.md").write_text("\n".join(report) + "\n")
-
 
 if __name__ == "__main__":
     main()

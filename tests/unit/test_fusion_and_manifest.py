@@ -1,7 +1,7 @@
 import pytest
 
 from tasks.commit import Manifest, incompatibility, load_manifest, save_manifest
-from tasks.search import reciprocal_rank_fusion
+from tasks.search import Searcher, _Hit, is_test_code, reciprocal_rank_fusion
 
 
 def test_rrf_hand_computed():
@@ -14,6 +14,54 @@ def test_rrf_hand_computed():
 
 def test_rrf_counts_a_key_once_per_ranking():
     assert reciprocal_rank_fusion([["a", "a", "b"]], k=0) == {"a": 1.0, "b": 0.5}
+
+
+def hit(item: str, window: int = 0, kind: str = "function", path: str = "src/lib.rs", symbol: str = "") -> _Hit:
+    return _Hit(f"{item}#{window}", item, path, symbol or f"demo::{item}", kind, 1, 9, f"fn {item}() {{}}")
+
+
+def fusing(rankings, k=10) -> list[tuple[str, float]]:
+    """Searcher._merge on hand-made rankings (no stores: the point is the arithmetic)."""
+    searcher = Searcher.__new__(Searcher)
+    searcher.kind_prior, searcher.test_prior = {"impl": 0.5, "module": 0.5}, 0.5
+    searcher._stale = lambda paths: set()
+    return [(r.symbol, r.score) for r in searcher._merge(rankings, k, limit=10)]  # scores rounded to 6 places
+
+
+def test_fusion_counts_an_item_once_per_engine_at_its_best_window():
+    bm25 = [hit("long", 0), hit("long", 1), hit("short")]
+    vector = [hit("long", 2), hit("short")]
+    assert fusing([bm25, vector]) == [
+        ("demo::long", pytest.approx(1 / 11 + 1 / 11, abs=1e-6)),  # both engines, different windows: summed
+        ("demo::short", pytest.approx(1 / 12 + 1 / 12, abs=1e-6)),  # rank 2, not 3: long's second window is no rank
+    ]
+
+
+def test_fusion_ranks_containers_and_tests_below_members():
+    ranking = [hit("Parser", kind="impl"), hit("tests", kind="module"),
+               hit("checks_it", path="src/lib.rs", symbol="demo::tests::checks_it"), hit("parse")]  # fmt: skip
+    assert fusing([ranking]) == [
+        ("demo::parse", pytest.approx(1 / 14, abs=1e-6)),
+        ("demo::Parser", pytest.approx(0.5 / 11, abs=1e-6)),
+        ("demo::tests", pytest.approx(0.5 / 12, abs=1e-6)),
+        ("demo::tests::checks_it", pytest.approx(0.5 / 13, abs=1e-6)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "path, symbol, test",
+    [
+        ("tests/cli.rs", "cli::parses", True),
+        ("benches/speed.rs", "speed::bench_find", True),
+        ("src/parser/tests/mod.rs", "demo::parser::tests", True),
+        ("src/lib.rs", "demo::test::from_range", True),
+        ("src/lib.rs", "demo::tests", False),  # the module item itself: a container, not a test
+        ("src/testing.rs", "demo::testing::assert_parses", False),
+        ("src/lib.rs", "demo::Tester::test", False),
+    ],
+)
+def test_what_counts_as_test_code(path, symbol, test):
+    assert is_test_code(path, symbol) is test
 
 
 def manifest(**changes) -> Manifest:
