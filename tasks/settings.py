@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     indexing_mode: str = Field("auto", pattern="^(auto|sequential|parallel|pipeline)$", description="Default mode.")
 
     search_rrf_k: int = Field(30, ge=1, description="Reciprocal rank fusion's k: higher flattens rank differences.")
-    search_bm25_candidates: int = Field(50, ge=1, description="BM25 results fused per query.")
-    search_vector_candidates: int = Field(50, ge=1, description="Vector results fused per query.")
+    search_bm25_candidates: int = Field(100, ge=1, description="BM25 results fused per query.")
+    search_vector_candidates: int = Field(100, ge=1, description="Vector results fused per query.")
 
     codebases: list[Path] = Field(default_factory=list, description="Code bases the nightly run indexes (JSON list).")
     allowed_roots: list[Path] | None = Field(

@@ -28,10 +28,12 @@ DOC_ANALYZER = "rci_doc"  # English prose: lowercased, stop words dropped, stemm
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 _CAMEL_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
-# Field weights: a match in the item's own name says more than one in its docs, which says
-# more than one in its body or its qualified path (module, owner type). Chosen by
-# tests/benchmarks/search_quality.py --tune.
-WEIGHTS = {"name": 3.0, "name_parts": 2.0, "doc": 1.5, "code": 1.0, "code_parts": 0.5, "context": 0.5}
+# Field boosts, chosen by tests/benchmarks/search_quality.py --tune: equal. A match in the
+# item's own name already outscores one in its docs, and that one in its body, through BM25's
+# length normalisation (a one-word field against a 50-word body) and because a name match
+# also matches the body; boosting names on top (3/2/1.5/1/0.5) lowered hybrid MRR@10 on
+# clap + regex from 0.613 to 0.595, and BM25's own from 0.530 to 0.469.
+WEIGHTS = {"name": 1.0, "name_parts": 1.0, "doc": 1.0, "code": 1.0, "code_parts": 1.0, "context": 1.0}
 
 
 def identifier_parts(text: str) -> list[str]:

@@ -40,6 +40,7 @@ WEIGHT_PRESETS = {
     "name > doc > body, path": {"name": 3, "name_parts": 2, "doc": 1.5, "code": 1, "code_parts": 0.5, "context": 1.5},
     "name >> doc > body": {"name": 5, "name_parts": 3, "doc": 2, "code": 1, "code_parts": 0.5, "context": 0.5},
     "doc heavy": {"name": 3, "name_parts": 2, "doc": 3, "code": 1, "code_parts": 0.5, "context": 0.5},
+    "mild: name 1.25, doc 1.1": {"name": 1.25, "name_parts": 1.25, "doc": 1.1, "code": 1, "code_parts": 1, "context": 1},
 }
 
 def index(root: Path, data_dir: Path) -> None:

@@ -9,10 +9,11 @@ from tasks.records import Chunk
 from tasks.tantivy_store import TantivyStore, identifier_parts
 
 
-def chunk(path: str, name: str, code: str, doc: str = "", kind: str = "function") -> Chunk:
-    item = stable_id(path, kind, name, 0)
+def chunk(path: str, name: str, code: str, doc: str = "", kind: str = "function", owner: str = "") -> Chunk:
+    qualified = "::".join(["demo", *([owner] if owner else []), name])
+    item = stable_id(path, kind, qualified, 0)
     lines = code.count("\n") + 1
-    return Chunk(stable_id(item, 0), item, path, f"demo::{name}", name, kind, 1, lines, 0, 1, 1, lines, doc,
+    return Chunk(stable_id(item, 0), item, path, qualified, name, kind, 1, lines, 0, 1, 1, lines, doc,
                  code, code, 10)  # fmt: skip
 
 
@@ -70,7 +71,8 @@ def test_tantivy_accepts_any_query_text(tantivy):
 
 def test_tantivy_stored_fields_and_kind_filter(tantivy):
     hit = tantivy.search("Cache", kinds=["struct"])[0]
-    assert (hit.path, hit.kind, hit.start_line, hit.end_line, hit.name) == ("src/map.rs", "struct", 1, 1, "demo::Cache")
+    assert (hit.path, hit.kind, hit.start_line, hit.end_line, hit.name) == ("src/map.rs", "struct", 1, 1, "Cache")
+    assert hit.symbol == "demo::Cache"
     assert hit.code == CHUNKS[2].code and hit.id == CHUNKS[2].id
     assert tantivy.search("Cache", kinds=["function"]) == []
 
@@ -148,3 +150,16 @@ def test_qdrant_selective_filter_finds_what_lies_beyond_the_candidate_list(tmp_p
         assert [hit.payload["path"] for hit in kinds] == ["src/crowd7.rs", "src/rare.rs"]
     finally:
         store.close()
+
+
+def test_tantivy_own_name_outranks_the_owner_in_the_path(tmp_path):
+    """`captures iter` is the method named captures_iter, not every `iter` of a `Captures` type."""
+    store = TantivyStore(tmp_path / "t")
+    store.add([
+        chunk("src/re.rs", "iter", "pub fn iter(&self) -> SubCaptureMatches { todo!() }", doc="An iterator.", owner="Captures"),
+        chunk("src/re.rs", "captures_iter", "pub fn captures_iter(&self, t: &str) -> CaptureMatches { todo!() }",
+              doc="Returns an iterator over all the non-overlapping capture groups.", owner="Regex"),  # fmt: skip
+    ])
+    store.commit()
+    assert symbols(store.search("captures iter"))[0] == "demo::Regex::captures_iter"
+    assert symbols(store.search("Captures iter", limit=2)) == ["demo::Regex::captures_iter", "demo::Captures::iter"]
