@@ -81,9 +81,9 @@ def recommend(files: int, total_bytes: int = 0, machine: Machine | None = None, 
     # chunks stay a few MB (~30 chunks per file, ~2.5 KB per chunk with its vector).
     file_batch_size = max(8, min(128, math.ceil(files / 8))) if chosen != "sequential" else 64
     # Tantivy: 2.3 s for 31k chunks at 50 MB / 1 thread, 2.1 s at 200 MB / 2 threads (medium
-    # corpus): under 1% of a run either way. The writer's arena fills up to its budget before
-    # it flushes, so the budget is resident memory: a 256 MiB budget put the medium corpus's
-    # sequential run at 811 MB peak RSS. Modest budgets, inside the allowance.
+    # corpus): under 1% of a run either way, so budgets stay modest and inside the allowance
+    # (64 MiB instead of 256 left a force reindex's peak RSS the same, 1,137 vs 1,139 MB:
+    # the embedded Qdrant's points dominate it).
     tantivy_heap = min(64 * MIB if total_bytes < 100 * MIB else 128 * MIB, max(allowance // 4, 16 * MIB))
     tantivy_threads = 1 if files < 1000 or cores < 4 else 2
     # Qdrant upserts: the embedded store ran 958-994 points/s at 64-1,024 per call (flat);
