@@ -193,7 +193,11 @@ def one_run_at_a_time(layout: CodebaseLayout, settings: Settings) -> Iterator[No
         finally:
             check.cancel()
         held.enter_context(codebase_lock(layout.lock_path, settings.lock_wait_seconds, label, on_wait=waiting))
-        yield
+        logger.info("holding %s: no other run writes its index until this one ends", layout.root)
+        try:
+            yield
+        finally:
+            logger.info("released %s", layout.root)
 
 
 def _last_run(stats: IndexStats, seconds: float) -> dict:
