@@ -163,3 +163,19 @@ def test_tantivy_own_name_outranks_the_owner_in_the_path(tmp_path):
     store.commit()
     assert symbols(store.search("captures iter"))[0] == "demo::Regex::captures_iter"
     assert symbols(store.search("Captures iter", limit=2)) == ["demo::Regex::captures_iter", "demo::Captures::iter"]
+
+
+def test_an_index_of_another_schema_is_refused_unless_the_run_starts_over(tmp_path):
+    """An index written by an older version: an update would mix schemas; a rebuild replaces it."""
+    import tantivy as tv
+
+    old = tv.SchemaBuilder()
+    old.add_text_field("id", stored=True)
+    (tmp_path / "t").mkdir()
+    tv.Index(old.build(), path=str(tmp_path / "t"))
+    with pytest.raises(ValueError, match="schema does not match"):
+        TantivyStore(tmp_path / "t")
+    store = TantivyStore(tmp_path / "t", starting_over=True)
+    store.add(CHUNKS)
+    store.commit()
+    assert store.count() == len(CHUNKS) and symbols(store.search("read_to_string"))[0] == "demo::read_to_string"
