@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tasks.commit import load_manifest
+from tasks.commit import Manifest, incompatibility, load_manifest
 from tasks.embed import Embedder
 from tasks.merkle import load_snapshot
 from tasks.qdrant_store import QdrantStore
 from tasks.settings import CodebaseLayout, Settings, load_settings
-from tasks.tantivy_store import SCHEMA_VERSION, TantivyStore
+from tasks.tantivy_store import TantivyStore
 
 ENGINES = ("hybrid", "bm25", "vector")
 SNIPPET_LINES = 6
@@ -113,17 +113,11 @@ class Searcher:
             from tasks.session import load_embedder
 
             embedder = load_embedder(self.settings)
-        if embedder.spec.model_id != manifest.model_id:
-            raise SearchError(
-                f"the index was built with {manifest.model_name} ({manifest.model_source}) but "
-                f"{embedder.spec.name} ({embedder.spec.source}) is configured; "
-                f"rebuild with `rci index {self.layout.root} --force`"
-            )
-        if manifest.schema_version != SCHEMA_VERSION:
-            raise SearchError(
-                f"the index was built by another version of rci (schema {manifest.schema_version}, now "
-                f"{SCHEMA_VERSION}); rebuild it with `rci index {self.layout.root} --force`"
-            )
+        # The same check an index run makes: another model, schema, chunker or Qdrant than the
+        # index was built with would search the wrong vectors or fields.
+        reason = incompatibility(manifest, Manifest.for_run(self.layout, embedder.spec, embedder.dim, self.settings.qdrant_url))
+        if reason:
+            raise SearchError(f"{reason}; rebuild it with `rci index {self.layout.root} --force`")
         self.embedder = embedder
         self.kind_prior = dict(KIND_PRIOR)
         self.test_prior = TEST_PRIOR

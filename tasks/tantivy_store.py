@@ -231,11 +231,13 @@ class TantivyStore:
     def build_query(self, text: str) -> Query | None:
         """A weighted OR of the query's identifiers, identifier parts and stemmed words."""
         clauses = []
+        identifiers = self._analyzers[IDENT_ANALYZER].analyze(text)
+        parts = identifier_parts(text)
         terms = {
-            "name": self._analyzers[IDENT_ANALYZER].analyze(text),
-            "code": self._analyzers[IDENT_ANALYZER].analyze(text),
-            "name_parts": identifier_parts(text),
-            "code_parts": identifier_parts(text),
+            "name": identifiers,
+            "code": identifiers,
+            "name_parts": parts,
+            "code_parts": parts,
             "context": whole_and_parts(text),
             "doc": self._analyzers[DOC_ANALYZER].analyze(text),
         }

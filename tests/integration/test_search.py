@@ -88,3 +88,14 @@ def test_cli_search_options_and_json(demo_crate, data_dir):
     assert set(results[0]) == {"file", "start_line", "end_line", "symbol", "kind", "score", "snippet", "stale"}
     bad = rci("search", str(demo_crate), "tensor", "--engine", "fuzzy")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown engine 'fuzzy'; use hybrid, bm25, vector"
+
+
+def test_an_index_the_search_cannot_read_says_how_to_rebuild_it(searcher, demo_crate):
+    manifest_path = searcher.layout.manifest_path
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "schema_version": manifest["schema_version"] - 1}))
+    with pytest.raises(SearchError, match=r"built by an older version .*rci index .*--force"):
+        Searcher(demo_crate)
+    manifest_path.write_text(json.dumps({**manifest, "qdrant": "http://qdrant.example:6333"}))
+    with pytest.raises(SearchError, match=r"vectors are in Qdrant http://qdrant.example:6333.*--force"):
+        Searcher(demo_crate)
