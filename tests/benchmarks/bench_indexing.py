@@ -19,8 +19,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -29,21 +32,31 @@ from tests.benchmarks.corpora import CORPORA, corpus  # noqa: E402
 
 RCI = str(Path(sys.executable).parent / "rci")
 MODES = ("sequential", "parallel", "pipeline")
-QDRANT_BYTES_PER_POINT = 23 * 1024  # measured: opening the medium index (31,270 points) took 710 MB
 
 
 PREFECT_HOME: Path | None = None  # one for the whole benchmark: its database is migrated once
 
 
-def run_rci(args: list[str], data_dir: Path, extra_env: dict | None = None) -> tuple[dict, float]:
+def run_rci(args: list[str], data_dir: Path, extra_env: dict | None = None, timeline: list | None = None) -> tuple[dict, float]:
+    """One `rci index ... --json` process; `timeline` collects (seconds, RSS MB) of it every 0.5 s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL"))}
     env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(PREFECT_HOME)}, **(extra_env or {}))
     started = time.perf_counter()
-    done = subprocess.run([RCI, "index", *args, "--json"], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"rci index {' '.join(args)} failed: {done.stderr.strip()[-800:]}")
-    return json.loads(done.stdout), wall
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([RCI, "index", *args, "--json"], stdout=out, stderr=err, text=True, env=env)
+        while process.poll() is None:
+            if timeline is not None:
+                try:
+                    timeline.append((time.perf_counter() - started, psutil.Process(process.pid).memory_info().rss / (1 << 20)))
+                except psutil.Error:
+                    pass
+            time.sleep(0.5)
+        wall = time.perf_counter() - started
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"rci index {' '.join(args)} failed: {stderr.strip()[-800:]}")
+    return json.loads(stdout), wall
 
 
 def embed_only(root: Path, data_dir: Path) -> dict:
@@ -152,17 +165,34 @@ def bench_corpus(name: str, work: Path, modes, full: bool) -> list[dict]:
 
 
 def bench_large(work: Path) -> list[dict]:
+    """The large corpus in the recommended mode, with the run's RSS at each tenth of its wall time."""
     source = corpus("large", work)
     data = work / "data" / "large-auto"
     shutil.rmtree(data, ignore_errors=True)
-    stats, wall = run_rci([str(source)], data)
+    timeline: list[tuple[float, float]] = []
+    stats, wall = run_rci([str(source)], data, timeline=timeline)
     result = row("cold full index (recommended)", stats, wall)
-    qdrant_mb = stats["chunks_total"] * QDRANT_BYTES_PER_POINT / (1 << 20)
-    result["embedded_qdrant_mb_est"] = round(qdrant_mb)
-    result["rss_without_embedded_qdrant_mb"] = round(stats["peak_rss_mb"] - qdrant_mb)
-    print(f"[large] {stats['mode']}: {wall:.0f} s, peak RSS {stats['peak_rss_mb']:.0f} MB "
-          f"(~{qdrant_mb:.0f} MB of it the embedded Qdrant's points)", flush=True)  # fmt: skip
+    result["rss_mb_by_tenth"] = [round(max((mb for t, mb in timeline if t <= wall * k / 10), default=0)) for k in range(1, 11)]
+    result["embedded_store_open_mb"] = store_open_cost(data)
+    print(f"[large] {stats['mode']}: {wall:.0f} s, {stats['chunks_total']:,} chunks, peak RSS {stats['peak_rss_mb']:.0f} MB; "
+          f"RSS by tenth of the run {result['rss_mb_by_tenth']} MB; opening its embedded Qdrant alone: "
+          f"{result['embedded_store_open_mb']} MB", flush=True)  # fmt: skip
     return [result]
+
+
+def store_open_cost(data_dir: Path) -> int:
+    """MB a fresh process gains by opening the index's embedded Qdrant store (what every later run pays)."""
+    code = """
+import sys, psutil
+from qdrant_client import QdrantClient
+before = psutil.Process().memory_info().rss
+client = QdrantClient(path=sys.argv[1])
+print(round((psutil.Process().memory_info().rss - before) / (1 << 20)))
+client.close()
+"""
+    store = next(data_dir.glob("*/qdrant"))
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(store)], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
 
 
 def markdown(results: dict[str, list[dict]]) -> str:
@@ -181,6 +211,9 @@ def markdown(results: dict[str, list[dict]]) -> str:
                 f"{r.get('peak_rss_mb', '')} | {r.get('vs_embed_only') or ''} | {r.get('speedup_vs_sequential') or ''} | "
                 f"{stages} |"
             )
+            if "rss_mb_by_tenth" in r:
+                lines.append(f"\nRSS (MB) at each tenth of the run: {', '.join(map(str, r['rss_mb_by_tenth']))}; "
+                             f"a fresh process opening its embedded Qdrant store: +{r['embedded_store_open_mb']} MB")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -203,7 +236,8 @@ def main() -> None:
     if not args.skip_large:
         results["large"] = bench_large(args.work)
     out = args.work / "bench-indexing.json"
-    out.write_text(json.dumps(results, indent=2))
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**earlier, **results}, indent=2))  # corpora not run this time keep their figures
     print(markdown(results))
     print(f"\nraw figures: {out}")
 
