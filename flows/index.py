@@ -99,6 +99,9 @@ def index_codebase(
                 with bulk_mode(index, stats):
                     _index_changes(index, found, stats, clock, started)
                 stats.chunks_total = index.tantivy.count()
+                note = index.qdrant.size_note(stats.chunks_total)
+                if note:
+                    stats.notes.append(note)
             finally:
                 index.close()
 

@@ -156,3 +156,5 @@ def print_status(info: IndexStatus) -> None:
             f"in {run.get('seconds', 0)} s"
         )
     out.print(f"  index         {info.data_dir}", markup=False)
+    if info.note:
+        out.print(f"  note          {info.note}", markup=False)

@@ -28,6 +28,7 @@ class IndexStatus(BaseModel):
     qdrant: str = ""
     updated_at: str = ""
     last_run: dict = {}
+    note: str = ""  # advice, e.g. an embedded Qdrant store past the size it is meant for
 
 
 def index_status(root: Path, settings: Settings) -> IndexStatus:
@@ -44,6 +45,7 @@ def index_status(root: Path, settings: Settings) -> IndexStatus:
     qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key)
     try:
         qdrant_ids = qdrant.ids()
+        note = qdrant.size_note(len(qdrant_ids)) or ""
     finally:
         qdrant.close()
     only_tantivy, only_qdrant = len(tantivy_ids - qdrant_ids), len(qdrant_ids - tantivy_ids)
@@ -64,5 +66,6 @@ def index_status(root: Path, settings: Settings) -> IndexStatus:
             "qdrant": manifest.qdrant,
             "updated_at": manifest.updated_at,
             "last_run": manifest.last_run,
+            "note": note,
         }
     )
