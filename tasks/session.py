@@ -24,6 +24,7 @@ from tasks.prepare import prepare_batch
 from tasks.qdrant_store import QdrantStore
 from tasks.recommend import Plan, recommend
 from tasks.records import EmbeddedBatch, PreparedBatch, SourceFile
+from tasks.resources import return_freed_memory
 from tasks.settings import CodebaseLayout, Settings
 from tasks.stats import BatchOutcome, FileReason
 
@@ -118,17 +119,21 @@ def open_session(
 
     spec = resolve_model(settings)
     existing = load_manifest(layout.manifest_path)
-    embedders = [load_embedder(settings, plan.embed_threads) for _ in range(max(plan.workers, 1))]
-    wanted = Manifest.for_run(layout, spec, embedders[0].dim, settings.qdrant_url)
-    if existing is not None and not force:
-        reason = incompatibility(existing, wanted)
-        if reason:
-            raise IndexMismatch(f"{reason}; rebuild it with `rci index {layout.root} --force`")
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    previous = None if force or existing is None else load_snapshot(layout.snapshot_path)
+    # The embedded store loads every point when opened, through a transient list of floats per
+    # point: opened before the model, with that memory returned, the two peaks do not stack
+    # (10 files changed in the medium corpus: peak RSS 1,415 MB when opened after the model).
     qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key, plan.qdrant_batch)
+    return_freed_memory()
     try:
+        embedders = [load_embedder(settings, plan.embed_threads) for _ in range(max(plan.workers, 1))]
+        wanted = Manifest.for_run(layout, spec, embedders[0].dim, settings.qdrant_url)
+        if existing is not None and not force:
+            reason = incompatibility(existing, wanted)
+            if reason:
+                raise IndexMismatch(f"{reason}; rebuild it with `rci index {layout.root} --force`")
+        previous = None if force or existing is None else load_snapshot(layout.snapshot_path)
         tantivy = TantivyStore(
             layout.tantivy_dir, plan.tantivy_heap_bytes, plan.tantivy_threads, starting_over=previous is None
         )
