@@ -60,9 +60,17 @@ def index_parallel(index: IndexSession, files: Sequence[SourceFile], tally: _Tal
 
 
 def index_pipeline(index: IndexSession, files: Sequence[SourceFile], tally: _Tally) -> None:
-    in_flight: deque[PrefectFuture] = deque()
+    in_flight: deque[tuple[PrefectFuture, ...]] = deque()  # each batch's (prepare, embed, write)
+    # Futures hold their results (a batch's chunks and vectors): a batch's are dropped once it
+    # is written, or memory grows with the code base instead of with the batches in flight.
     submitted: set[PrefectFuture] = set()
     last_embed = last_write = None
+
+    def finish_oldest() -> None:
+        futures = in_flight.popleft()
+        tally.add(futures[-1].result())
+        submitted.difference_update(futures)
+
     with _settled(submitted):
         for batch in batches(files, index.plan.file_batch_size):
             prepared = dag.prepare_batch.submit(index, batch)
@@ -71,12 +79,12 @@ def index_pipeline(index: IndexSession, files: Sequence[SourceFile], tally: _Tal
             embedded = dag.embed_batch.submit(index, prepared, wait_for=[last_embed] if last_embed else None)
             written = dag.write_batch.submit(index, embedded, wait_for=[last_write] if last_write else None)
             submitted.update((prepared, embedded, written))
+            in_flight.append((prepared, embedded, written))
             last_embed, last_write = embedded, written
-            in_flight.append(written)
             while len(in_flight) >= index.plan.max_in_flight:
-                tally.add(in_flight.popleft().result())
+                finish_oldest()
         while in_flight:
-            tally.add(in_flight.popleft().result())
+            finish_oldest()
 
 
 class _settled:

@@ -7,6 +7,8 @@ matches on the `path` field (through a keyword index on a server).
 
 from __future__ import annotations
 
+import fcntl
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,6 +33,12 @@ class VectorHit:
     payload: dict
 
 
+def _store_in_use(qdrant_dir: Path) -> RuntimeError:
+    return RuntimeError(
+        f"the embedded Qdrant store at {qdrant_dir} is in use by another rci process; wait for it to finish"
+    )
+
+
 def connect(qdrant_dir: Path, url: str | None = None, api_key: str | None = None) -> QdrantClient:
     if url:
         return QdrantClient(url=url, api_key=api_key, timeout=60)
@@ -40,10 +48,27 @@ def connect(qdrant_dir: Path, url: str | None = None, api_key: str | None = None
         return QdrantClient(path=str(qdrant_dir))
     except RuntimeError as error:
         if "already accessed" in str(error):
-            raise RuntimeError(
-                f"the embedded Qdrant store at {qdrant_dir} is in use by another rci process; wait for it to finish"
-            ) from error
+            raise _store_in_use(qdrant_dir) from error
         raise
+
+
+def remove_embedded_store(qdrant_dir: Path) -> None:
+    """Empty a code base's embedded store folder without opening it, for a run that starts over:
+    opening loads every point (medium corpus: 8.1 s, 770 MB) only for them to be deleted.
+    Takes the store's lock first (qdrant-client's: an exclusive flock on `.lock`), so a store
+    another process has open is left alone and the run stops with the usual message."""
+    qdrant_dir = Path(qdrant_dir)
+    if not qdrant_dir.is_dir():
+        return
+    with open(qdrant_dir / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _store_in_use(qdrant_dir) from None
+        for entry in qdrant_dir.iterdir():
+            if entry.name == ".lock":
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _path_filter(rel_paths: Sequence[str]) -> models.Filter:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tasks.chunk import stable_id
-from tasks.qdrant_store import QdrantStore
+from tasks.qdrant_store import QdrantStore, remove_embedded_store
 from tasks.records import Chunk
 from tasks.tantivy_store import TantivyStore, identifier_parts
 
@@ -141,6 +141,23 @@ def test_a_large_embedded_store_advises_a_server(qdrant):
     assert "loads them all into memory (this time: 8.1 s)" in qdrant.size_note(31_270)
     on_server = QdrantStore(qdrant.client, qdrant.collection, embedded=False)
     assert on_server.size_note(1_000_000) is None
+
+
+def test_a_run_that_starts_over_empties_the_embedded_store_without_opening_it(tmp_path):
+    store = QdrantStore.open(tmp_path / "qdrant", "demo-collection")
+    store.ensure_collection(4)
+    store.upsert(CHUNKS, np.eye(4, dtype=np.float32))
+    with pytest.raises(RuntimeError, match="in use by another rci process"):
+        remove_embedded_store(tmp_path / "qdrant")  # open here: its points stay
+    assert store.count() == len(CHUNKS)
+    store.close()
+    remove_embedded_store(tmp_path / "qdrant")
+    reopened = QdrantStore.open(tmp_path / "qdrant", "demo-collection")
+    try:
+        assert not reopened.exists() and reopened.count() == 0
+    finally:
+        reopened.close()
+    remove_embedded_store(tmp_path / "never-created")  # nothing to remove is fine
 
 
 def test_qdrant_selective_filter_finds_what_lies_beyond_the_candidate_list(tmp_path):
