@@ -1,7 +1,8 @@
 """Indexing benchmark: every mode on real Rust code, side by side in one run.
 
-    .venv/bin/python tests/benchmarks/bench_indexing.py                # small + medium + large (~2.5 h on 2 cores)
+    .venv/bin/python tests/benchmarks/bench_indexing.py                # small + medium + large (~3 h on 2 cores)
     .venv/bin/python tests/benchmarks/bench_indexing.py --corpora small --skip-large   # ~10 min
+    .venv/bin/python tests/benchmarks/bench_indexing.py --corpora ""  # the large corpus alone (~85 min)
 
 Every measurement is a fresh `rci index ... --json` process, as a user runs it, with
 Prefect's temporary server (no PREFECT_API_URL): wall time includes start-up. Per mode on
