@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -52,19 +52,22 @@ def connect(qdrant_dir: Path, url: str | None = None, api_key: str | None = None
         raise
 
 
-def remove_embedded_store(qdrant_dir: Path) -> None:
+def remove_embedded_store(qdrant_dir: Path, first: Callable[[], None] = lambda: None) -> None:
     """Empty a code base's embedded store folder without opening it, for a run that starts over:
     opening loads every point (medium corpus: 8.1 s, 770 MB) only for them to be deleted.
     Takes the store's lock first (qdrant-client's: an exclusive flock on `.lock`), so a store
-    another process has open is left alone and the run stops with the usual message."""
+    another process has open is left alone and the run stops with the usual message; `first`
+    runs once the lock is held, before anything is removed."""
     qdrant_dir = Path(qdrant_dir)
     if not qdrant_dir.is_dir():
+        first()
         return
     with open(qdrant_dir / ".lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _store_in_use(qdrant_dir) from None
+        first()
         for entry in qdrant_dir.iterdir():
             if entry.name == ".lock":
                 continue

@@ -122,9 +122,9 @@ def open_session(
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     if (force or existing is None) and not settings.qdrant_url:
-        # Starting over: the embedded store's points are not loaded only to be deleted.
-        forget_last_commit(layout)
-        remove_embedded_store(layout.qdrant_dir)
+        # Starting over: the embedded store's points are not loaded only to be deleted. The last
+        # commit is forgotten first (a run that dies now starts over), once the store is ours.
+        remove_embedded_store(layout.qdrant_dir, first=lambda: forget_last_commit(layout))
     # The embedded store loads every point when opened, through a transient list of floats per
     # point: opened before the model, with that memory returned, the two peaks do not stack
     # (10 files changed in the medium corpus: peak RSS 1,415 MB when opened after the model).

@@ -147,11 +147,13 @@ def test_a_run_that_starts_over_empties_the_embedded_store_without_opening_it(tm
     store = QdrantStore.open(tmp_path / "qdrant", "demo-collection")
     store.ensure_collection(4)
     store.upsert(CHUNKS, np.eye(4, dtype=np.float32))
+    forgotten = []
     with pytest.raises(RuntimeError, match="in use by another rci process"):
-        remove_embedded_store(tmp_path / "qdrant")  # open here: its points stay
-    assert store.count() == len(CHUNKS)
+        remove_embedded_store(tmp_path / "qdrant", first=lambda: forgotten.append(True))  # open here
+    assert store.count() == len(CHUNKS) and forgotten == []  # its points and the last commit stay
     store.close()
-    remove_embedded_store(tmp_path / "qdrant")
+    remove_embedded_store(tmp_path / "qdrant", first=lambda: forgotten.append(True))
+    assert forgotten == [True]
     reopened = QdrantStore.open(tmp_path / "qdrant", "demo-collection")
     try:
         assert not reopened.exists() and reopened.count() == 0
