@@ -69,9 +69,10 @@ def remove_embedded_store(qdrant_dir: Path, first: Callable[[], None] = lambda: 
             raise _store_in_use(qdrant_dir) from None
         first()
         for entry in qdrant_dir.iterdir():
-            if entry.name == ".lock":
-                continue
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.name != ".lock":
+                entry.unlink()
 
 
 def _path_filter(rel_paths: Sequence[str]) -> models.Filter:
