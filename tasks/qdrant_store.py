@@ -19,6 +19,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from tasks.records import Chunk
+from tasks.settings import SHARD_POINTS
 
 # qdrant-client's own advice: local mode is for collections of up to 20,000 points. It loads
 # every point into Python objects when opened: the medium corpus's 31,270 points took 8.1 s
@@ -87,7 +88,7 @@ class QdrantStore:
     def __init__(
         self, client: QdrantClient, collection: str, embedded: bool, upsert_batch: int = 256, open_seconds: float = 0.0
     ):
-        self.client = client
+        self._client = client
         self.collection = collection
         self.embedded = embedded
         self.upsert_batch = upsert_batch
@@ -95,11 +96,28 @@ class QdrantStore:
 
     @classmethod
     def open(
-        cls, qdrant_dir: Path, collection: str, url: str | None = None, api_key: str | None = None, upsert_batch: int = 256
+        cls,
+        qdrant_dir: Path,
+        collection: str,
+        url: str | None = None,
+        api_key: str | None = None,
+        upsert_batch: int = 256,
+        shard_points: int = SHARD_POINTS,
+        keep_shards_open: bool = False,
     ) -> QdrantStore:
+        """A server's collection when `url` is given, else the embedded store in `qdrant_dir`,
+        split into shards of about `shard_points` points (tasks/qdrant_shards.py)."""
+        if not url:
+            from tasks.qdrant_shards import ShardedStore
+
+            return ShardedStore(qdrant_dir, collection, shard_points, keep_shards_open, upsert_batch)
         started = time.perf_counter()
         client = connect(qdrant_dir, url, api_key)
-        return cls(client, collection, not url, upsert_batch, open_seconds=time.perf_counter() - started)
+        return cls(client, collection, False, upsert_batch, open_seconds=time.perf_counter() - started)
+
+    @property
+    def client(self) -> QdrantClient:
+        return self._client
 
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection)
@@ -114,19 +132,25 @@ class QdrantStore:
                     "rebuild it with --force"
                 )
             return
-        self.client.create_collection(
+        self._create_in(self.client, dim)
+
+    def _create_in(self, client: QdrantClient, dim: int) -> None:
+        client.create_collection(
             self.collection,
             vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
         )
         if not self.embedded:  # the embedded store has no payload indexes (it says so, and scans)
             for field in ("path", "kind"):  # delete by file; search filters
-                self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD, wait=True)
+                client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD, wait=True)
 
     def vector_size(self) -> int:
         params = self.client.get_collection(self.collection).config.params.vectors
         return int(params.size)
 
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
+        return self._upsert_into(self.client, chunks, vectors)
+
+    def _upsert_into(self, client: QdrantClient, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
         for start in range(0, len(chunks), self.upsert_batch):
             batch = chunks[start : start + self.upsert_batch]
             points = [
@@ -136,14 +160,16 @@ class QdrantStore:
             with warnings.catch_warnings():
                 # The embedded store warns past 20k points; `rci status` reports the size instead.
                 warnings.simplefilter("ignore", UserWarning)
-                self.client.upsert(self.collection, points=points, wait=True)
+                client.upsert(self.collection, points=points, wait=True)
         return len(chunks)
 
     def delete_files(self, rel_paths: Iterable[str]) -> None:
-        paths = list(rel_paths)
+        self._delete_from(self.client, list(rel_paths))
+
+    def _delete_from(self, client: QdrantClient, paths: Sequence[str]) -> None:
         for start in range(0, len(paths), 512):
             selector = models.FilterSelector(filter=_path_filter(paths[start : start + 512]))
-            self.client.delete(self.collection, points_selector=selector, wait=True)
+            client.delete(self.collection, points_selector=selector, wait=True)
 
     def delete_collection(self) -> None:
         if self.exists():
@@ -155,15 +181,20 @@ class QdrantStore:
         return self.client.count(self.collection, exact=True).count
 
     def ids(self) -> set[str]:
-        if not self.exists():
-            return set()
-        found: set[str] = set()
+        return {str(record.id) for record in self.records(with_payload=False)}
+
+    def records(self, with_payload: bool = True, with_vectors: bool = False) -> list[models.Record]:
+        """Every point (for status and tests; a whole collection in memory)."""
+        return self._records_in(self.client, with_payload, with_vectors) if self.exists() else []
+
+    def _records_in(self, client: QdrantClient, with_payload: bool, with_vectors: bool) -> list[models.Record]:
+        found: list[models.Record] = []
         offset = None
         while True:
-            records, offset = self.client.scroll(
-                self.collection, limit=1024, offset=offset, with_payload=False, with_vectors=False
+            records, offset = client.scroll(
+                self.collection, limit=1024, offset=offset, with_payload=with_payload, with_vectors=with_vectors
             )
-            found.update(str(record.id) for record in records)
+            found += records
             if offset is None:
                 return found
 
@@ -176,7 +207,18 @@ class QdrantStore:
     def search(
         self, vector: np.ndarray, limit: int = 50, kinds: Iterable[str] | None = None, paths: Iterable[str] | None = None
     ) -> list[VectorHit]:
-        """Nearest chunks, best first; only of these kinds and in these files when given.
+        """Nearest chunks, best first; only of these kinds and in these files when given."""
+        return self._search_in(self.client, vector, limit, kinds, paths)
+
+    def _search_in(
+        self,
+        client: QdrantClient,
+        vector: np.ndarray,
+        limit: int,
+        kinds: Iterable[str] | None,
+        paths: Iterable[str] | None,
+    ) -> list[VectorHit]:
+        """The search of one client's collection.
 
         A server filters through its payload indexes. The embedded store evaluates a filter in
         Python for every point (630 ms at 30k points against 40 ms without), so there the
@@ -191,35 +233,30 @@ class QdrantStore:
         if paths is not None:
             conditions.append(models.FieldCondition(key="path", match=models.MatchAny(any=sorted(paths))))
         if not conditions:
-            return self._query(vector, limit, None)
+            return self._query(client, vector, limit, None)
         if not self.embedded:
-            return self._query(vector, limit, models.Filter(must=conditions))
+            return self._query(client, vector, limit, models.Filter(must=conditions))
         fetch = max(limit * 8, 400)
-        candidates = self._query(vector, fetch, None)
+        candidates = self._query(client, vector, fetch, None)
         hits = [
             hit for hit in candidates
             if (not kinds or hit.payload.get("kind") in kinds) and (paths is None or hit.payload.get("path") in paths)
         ][:limit]  # fmt: skip
         if len(hits) < limit and len(candidates) == fetch:
-            return self._query(vector, limit, models.Filter(must=conditions))
+            return self._query(client, vector, limit, models.Filter(must=conditions))
         return hits
 
-    def _query(self, vector: np.ndarray, limit: int, query_filter: models.Filter | None) -> list[VectorHit]:
-        response = self.client.query_points(
+    def _query(
+        self, client: QdrantClient, vector: np.ndarray, limit: int, query_filter: models.Filter | None
+    ) -> list[VectorHit]:
+        response = client.query_points(
             self.collection, query=vector.tolist(), limit=limit, with_payload=True, query_filter=query_filter
         )
         return [VectorHit(str(point.id), float(point.score), point.payload or {}) for point in response.points]
 
     def size_note(self, points: int) -> str | None:
-        """Advice for an embedded store past the size it is meant for; None when it is fine."""
-        if not self.embedded or points <= EMBEDDED_POINTS_ADVISED:
-            return None
-        loaded = f" (this time: {self.open_seconds:.1f} s)" if self.open_seconds >= 1 else ""
-        return (
-            f"the embedded Qdrant store holds {points:,} points, past the {EMBEDDED_POINTS_ADVISED:,} it is meant for: "
-            f"every run and search loads them all into memory{loaded}; a Qdrant server (RCI_QDRANT_URL) "
-            "keeps runs on a code base this size faster and smaller"
-        )
+        """Advice when the store is past the size it is meant for (the embedded store's); None here."""
+        return None
 
     def close(self) -> None:
         self.client.close()

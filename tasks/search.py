@@ -101,9 +101,18 @@ def matching_paths(paths: Iterable[str], pattern: str) -> list[str]:
 
 
 class Searcher:
-    """Both stores and the query model of one code base, opened once for many queries."""
+    """Both stores and the query model of one code base, opened once for many queries.
 
-    def __init__(self, root: Path, settings: Settings | None = None, embedder: Embedder | None = None):
+    keep_shards_open: the embedded store's shards stay in memory once a query has loaded them
+    (fast repeated queries); off, one shard at a time (one query: memory of one shard)."""
+
+    def __init__(
+        self,
+        root: Path,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+        keep_shards_open: bool = True,
+    ):
         self.settings = settings or load_settings()
         self.layout = CodebaseLayout.for_root(Path(root), self.settings)
         manifest = load_manifest(self.layout.manifest_path)
@@ -123,7 +132,13 @@ class Searcher:
         self.test_prior = TEST_PRIOR
         self.tantivy = TantivyStore.open_existing(self.layout.tantivy_dir)
         api_key = self.settings.qdrant_api_key.get_secret_value() if self.settings.qdrant_api_key else None
-        self.qdrant = QdrantStore.open(self.layout.qdrant_dir, self.layout.collection, self.settings.qdrant_url, api_key)
+        self.qdrant = QdrantStore.open(
+            self.layout.qdrant_dir,
+            self.layout.collection,
+            self.settings.qdrant_url,
+            api_key,
+            keep_shards_open=keep_shards_open,
+        )
         snapshot = load_snapshot(self.layout.snapshot_path)
         self.files = {p: (leaf.size, leaf.mtime_ns) for p, leaf in (snapshot.leaves.items() if snapshot else [])}
 
@@ -216,7 +231,7 @@ def _from_payload(point_id: str, p: dict) -> _Hit:
 
 def search(root: Path, query: str, settings: Settings | None = None, **options) -> list[SearchResult]:
     """One query, opening and closing everything (the CLI's path)."""
-    searcher = Searcher(root, settings)
+    searcher = Searcher(root, settings, keep_shards_open=False)
     try:
         return searcher.search(query, **options)
     finally:

@@ -24,7 +24,6 @@ from tasks.prepare import prepare_batch
 from tasks.qdrant_store import QdrantStore, remove_embedded_store
 from tasks.recommend import Plan, recommend
 from tasks.records import EmbeddedBatch, PreparedBatch, SourceFile
-from tasks.resources import return_freed_memory
 from tasks.settings import CodebaseLayout, Settings
 from tasks.stats import BatchOutcome, FileReason
 
@@ -125,12 +124,9 @@ def open_session(
         # Starting over: the embedded store's points are not loaded only to be deleted. The last
         # commit is forgotten first (a run that dies now starts over), once the store is ours.
         remove_embedded_store(layout.qdrant_dir, first=lambda: forget_last_commit(layout))
-    # The embedded store loads every point when opened, through a transient list of floats per
-    # point: opened before the model, with that memory returned, the two peaks do not stack
-    # (10 files changed in the medium corpus, sequential: peak RSS 1,415 MB when the store was
-    # opened after the model, 1,283 MB before it).
-    qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key, plan.qdrant_batch)
-    return_freed_memory()
+    qdrant = QdrantStore.open(
+        layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key, plan.qdrant_batch, settings.qdrant_shard_points
+    )
     try:
         embedders = [load_embedder(settings, plan.embed_threads) for _ in range(max(plan.workers, 1))]
         wanted = Manifest.for_run(layout, spec, embedders[0].dim, settings.qdrant_url)

@@ -37,6 +37,14 @@ def default_data_root() -> Path:
     return base / "rust-code-index"
 
 
+# The embedded Qdrant store is split into shards of about this many points (a file's chunks
+# share one); runs and one-off searches hold one shard in memory at a time (tasks/qdrant_shards.py).
+# Medium corpus (31,280 points), force reindex with a warm cache / one `rci search`, peak RSS:
+# 2,500: 586 / 361 MB; 5,000: 631 / 429 MB; 10,000: 662 / 559 MB; one store: 767 / 1,146 MB,
+# at the same speed (index 42-45 s, search 3.5-4.3 s): smaller shards cost no time here.
+SHARD_POINTS = 2_500
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RCI_", extra="forbid", validate_default=True)
 
@@ -45,6 +53,9 @@ class Settings(BaseSettings):
 
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store.")
     qdrant_api_key: SecretStr | None = None
+    qdrant_shard_points: int = Field(
+        SHARD_POINTS, ge=10, description="Embedded store: points per shard; a run holds one shard in memory at a time."
+    )
 
     model_name: str = Field(DEFAULT_MODEL, description="fastembed model name.")
     model_path: Path | None = Field(None, description="Local folder with model.onnx and tokenizer.json.")

@@ -20,7 +20,7 @@ from tantivy import Document, Filter, Index, Occur, Query, SchemaBuilder, TextAn
 
 from tasks.records import Chunk
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # of the whole index; 4: the embedded Qdrant store in shards
 IDENT_ANALYZER = "rci_ident"  # whole identifiers and numbers, lowercased
 WORDS_ANALYZER = "rci_words"  # text already split by identifier_parts
 DOC_ANALYZER = "rci_doc"  # English prose: lowercased, stop words dropped, stemmed

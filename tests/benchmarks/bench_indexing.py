@@ -2,14 +2,17 @@
 
     .venv/bin/python tests/benchmarks/bench_indexing.py                # small + medium + large (~3 h on 2 cores)
     .venv/bin/python tests/benchmarks/bench_indexing.py --corpora small --skip-large   # ~10 min
-    .venv/bin/python tests/benchmarks/bench_indexing.py --corpora ""  # the large corpus alone (~85 min)
+    .venv/bin/python tests/benchmarks/bench_indexing.py --corpora ""  # the large corpus alone (~90 min)
+    .venv/bin/python tests/benchmarks/bench_indexing.py --corpora "" --large-warm  # its warm runs (~10 min)
 
 Every measurement is a fresh `rci index ... --json` process, as a user runs it, with
 Prefect's temporary server (no PREFECT_API_URL): wall time includes start-up. Per mode on
 the medium corpus: cold full index; no-change rerun; rerun after changing 10 files; force
 reindex with a warm embedding cache. The embed-only limit is the same distinct texts
 through the same model in one length-sorted pass, nothing else. The large corpus runs in
-the recommended mode to show memory. Short scenarios run 3 times (median); cold runs once.
+the recommended mode to show memory: cold, then forced with the warm cache. One `rci search`
+per corpus (3 queries) shows what a search costs. Short scenarios run 3 times (median); cold
+runs once.
 """
 
 from __future__ import annotations
@@ -38,26 +41,45 @@ MODES = ("sequential", "parallel", "pipeline")
 PREFECT_HOME: Path | None = None  # one for the whole benchmark: its database is migrated once
 
 
-def run_rci(args: list[str], data_dir: Path, extra_env: dict | None = None, timeline: list | None = None) -> tuple[dict, float]:
-    """One `rci index ... --json` process; `timeline` collects (seconds, RSS MB) of it every 0.5 s."""
+def run_rci(args: list[str], data_dir: Path, timeline: list | None = None, every: float = 0.5) -> tuple[str, float]:
+    """One `rci ...` process, as a user runs it: its stdout and wall seconds; `timeline` collects
+    (seconds, RSS MB) of it every `every` seconds."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL"))}
-    env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(PREFECT_HOME)}, **(extra_env or {}))
+    env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(PREFECT_HOME)})
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen([RCI, "index", *args, "--json"], stdout=out, stderr=err, text=True, env=env)
+        process = subprocess.Popen([RCI, *args], stdout=out, stderr=err, text=True, env=env)
         while process.poll() is None:
             if timeline is not None:
                 try:
                     timeline.append((time.perf_counter() - started, psutil.Process(process.pid).memory_info().rss / (1 << 20)))
                 except psutil.Error:
                     pass
-            time.sleep(0.5)
+            time.sleep(every)
         wall = time.perf_counter() - started
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
-        raise RuntimeError(f"rci index {' '.join(args)} failed: {stderr.strip()[-800:]}")
+        raise RuntimeError(f"rci {' '.join(args)} failed: {stderr.strip()[-800:]}")
+    return stdout, wall
+
+
+def run_index(args: list[str], data_dir: Path, timeline: list | None = None) -> tuple[dict, float]:
+    """One `rci index ... --json`: the run's stats and wall seconds."""
+    stdout, wall = run_rci(["index", *args, "--json"], data_dir, timeline)
     return json.loads(stdout), wall
+
+
+def search_row(root: Path, data_dir: Path) -> dict:
+    """What one `rci search` costs a user on this index: wall seconds and peak RSS, medians of 3 queries."""
+    walls, peaks = [], []
+    for query in ("parse command line arguments", "retry a failed request", "serialize a struct"):
+        timeline: list[tuple[float, float]] = []
+        _, wall = run_rci(["search", str(root), query, "--json"], data_dir, timeline, every=0.05)
+        walls.append(wall)
+        peaks.append(max((mb for _, mb in timeline), default=0.0))
+    return {"scenario": "one `rci search` (median of 3 queries)", "mode": "-", "wall_s": round(sorted(walls)[1], 2),
+            "peak_rss_mb": round(sorted(peaks)[1], 1)}  # fmt: skip
 
 
 def embed_only(root: Path, data_dir: Path) -> dict:
@@ -128,7 +150,7 @@ def median_run(args, data_dir, setup=None, repeats=3):
     for i in range(repeats):
         if setup:
             setup(i)
-        runs.append(run_rci(args, data_dir))
+        runs.append(run_index(args, data_dir))
     runs.sort(key=lambda r: r[1])
     return runs[len(runs) // 2]
 
@@ -147,10 +169,13 @@ def bench_corpus(name: str, work: Path, modes, full: bool) -> list[dict]:
         shutil.copytree(source, tree, symlinks=True)
         data = work / "data" / f"{name}-{mode}"
         shutil.rmtree(data, ignore_errors=True)
-        stats, wall = run_rci([str(tree), "--mode", mode], data)
+        stats, wall = run_index([str(tree), "--mode", mode], data)
         cold_wall[mode] = wall
         rows.append(row("cold full index", stats, wall, limit["seconds"], cold_wall.get("sequential")))
         print(f"[{name}] {mode}: cold {wall:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB", flush=True)
+        if mode == modes[0]:
+            rows.append(search_row(tree, data))
+            print(f"[{name}] one rci search: {rows[-1]['wall_s']} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
         if not full:
             continue
         stats, wall = median_run([str(tree), "--mode", mode], data)
@@ -165,35 +190,29 @@ def bench_corpus(name: str, work: Path, modes, full: bool) -> list[dict]:
     return rows
 
 
-def bench_large(work: Path) -> list[dict]:
-    """The large corpus in the recommended mode, with the run's RSS at each tenth of its wall time."""
+def bench_large(work: Path, cold: bool = True) -> list[dict]:
+    """The large corpus in the recommended mode: a cold index (unless `cold` is False: the cache
+    a previous cold run left is reused), a force reindex with that warm cache, one search; with
+    each run's RSS at each tenth of its wall time."""
     source = corpus("large", work)
     data = work / "data" / "large-auto"
-    shutil.rmtree(data, ignore_errors=True)
-    timeline: list[tuple[float, float]] = []
-    stats, wall = run_rci([str(source)], data, timeline=timeline)
-    result = row("cold full index (recommended)", stats, wall)
-    result["rss_mb_by_tenth"] = [round(max((mb for t, mb in timeline if t <= wall * k / 10), default=0)) for k in range(1, 11)]
-    result["embedded_store_open_mb"] = store_open_cost(data)
-    print(f"[large] {stats['mode']}: {wall:.0f} s, {stats['chunks_total']:,} chunks, peak RSS {stats['peak_rss_mb']:.0f} MB; "
-          f"RSS by tenth of the run {result['rss_mb_by_tenth']} MB; opening its embedded Qdrant alone: "
-          f"{result['embedded_store_open_mb']} MB", flush=True)  # fmt: skip
-    return [result]
-
-
-def store_open_cost(data_dir: Path) -> int:
-    """MB a fresh process gains by opening the index's embedded Qdrant store (what every later run pays)."""
-    code = """
-import sys, psutil
-from qdrant_client import QdrantClient
-before = psutil.Process().memory_info().rss
-client = QdrantClient(path=sys.argv[1])
-print(round((psutil.Process().memory_info().rss - before) / (1 << 20)))
-client.close()
-"""
-    store = next(data_dir.glob("*/qdrant"))
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(store)], capture_output=True, text=True, check=True)
-    return int(done.stdout.strip().splitlines()[-1])
+    rows: list[dict] = []
+    runs = [("cold full index (recommended)", [str(source)])] if cold else []
+    runs.append(("force, warm cache (recommended)", [str(source), "--force"]))
+    if cold:
+        shutil.rmtree(data, ignore_errors=True)
+    for label, args in runs:
+        timeline: list[tuple[float, float]] = []
+        stats, wall = run_index(args, data, timeline=timeline)
+        rows.append(row(label, stats, wall))
+        rows[-1]["rss_mb_by_tenth"] = [
+            round(max((mb for t, mb in timeline if t <= wall * k / 10), default=0)) for k in range(1, 11)
+        ]
+        print(f"[large] {label}, {stats['mode']}: {wall:.0f} s, {stats['chunks_total']:,} chunks, peak RSS "
+              f"{stats['peak_rss_mb']:.0f} MB; RSS by tenth of the run {rows[-1]['rss_mb_by_tenth']} MB", flush=True)  # fmt: skip
+    rows.append(search_row(source, data))
+    print(f"[large] one rci search: {rows[-1]['wall_s']} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
+    return rows
 
 
 def markdown(results: dict[str, list[dict]]) -> str:
@@ -212,9 +231,9 @@ def markdown(results: dict[str, list[dict]]) -> str:
                 f"{r.get('peak_rss_mb', '')} | {r.get('vs_embed_only') or ''} | {r.get('speedup_vs_sequential') or ''} | "
                 f"{stages} |"
             )
+        for r in rows:
             if "rss_mb_by_tenth" in r:
-                lines.append(f"\nRSS (MB) at each tenth of the run: {', '.join(map(str, r['rss_mb_by_tenth']))}; "
-                             f"a fresh process opening its embedded Qdrant store: +{r['embedded_store_open_mb']} MB")  # fmt: skip
+                lines.append(f"\n{r['scenario']}: RSS (MB) at each tenth of the run: {', '.join(map(str, r['rss_mb_by_tenth']))}")
     return "\n".join(lines)
 
 
@@ -222,7 +241,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpora", default="small,medium", help="comma-separated: small, medium")
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--skip-large", action="store_true", help="skip the large corpus (about an hour)")
+    parser.add_argument("--skip-large", action="store_true", help="skip the large corpus (about 85 min)")
+    parser.add_argument(
+        "--large-warm", action="store_true", help="large corpus: reuse the cache of an earlier cold run (minutes)"
+    )
     parser.add_argument("--work", type=Path, default=REPO / ".bench", help="downloads, corpora, indexes")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -235,10 +257,13 @@ def main() -> None:
             parser.error(f"unknown corpus {name!r} here (large runs unless --skip-large)")
         results[name] = bench_corpus(name, args.work, modes, full=(name == "medium"))
     if not args.skip_large:
-        results["large"] = bench_large(args.work)
+        results["large"] = bench_large(args.work, cold=not args.large_warm)
     out = args.work / "bench-indexing.json"
-    earlier = json.loads(out.read_text()) if out.exists() else {}
-    out.write_text(json.dumps({**earlier, **results}, indent=2))  # corpora not run this time keep their figures
+    merged = json.loads(out.read_text()) if out.exists() else {}
+    for name, rows in results.items():  # scenarios not run this time keep their earlier figures
+        fresh = {(r["scenario"], r["mode"]) for r in rows}
+        merged[name] = [r for r in merged.get(name, []) if (r["scenario"], r["mode"]) not in fresh] + rows
+    out.write_text(json.dumps(merged, indent=2))
     print(markdown(results))
     print(f"\nraw figures: {out}")
 

@@ -38,8 +38,7 @@ def tantivy_docs(tantivy: TantivyStore) -> dict[str, dict]:
 
 def qdrant_points(qdrant: QdrantStore) -> dict[str, dict]:
     """Every point's payload, by chunk id."""
-    records, _ = qdrant.client.scroll(qdrant.collection, limit=100_000, with_payload=True)
-    return {str(record.id): record.payload for record in records}
+    return {str(record.id): record.payload for record in qdrant.records()}
 
 
 def symbols_by_path(docs: dict[str, dict], path_key: str = "path", symbol_key: str = "symbol") -> dict[str, set[str]]:

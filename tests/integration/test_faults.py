@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from qdrant_client import QdrantClient
 
 from flows.index import index_codebase
 from tasks import bulk, commit, merkle, session
@@ -33,19 +34,19 @@ def qdrant_as_server(monkeypatch):
     updates = []
     real_open = QdrantStore.open.__func__
 
+    real_update = QdrantClient.update_collection
+
     def open_as_server(cls, *args, **kwargs):
         store = real_open(cls, *args, **kwargs)
         store.embedded = False
-        real_update = store.client.update_collection
-
-        def update(name, **changes):
-            updates.append((changes["hnsw_config"].m, changes["optimizers_config"].indexing_threshold))
-            return real_update(name, **changes)
-
-        store.client.update_collection = update
         return store
 
+    def update(client, name, **changes):
+        updates.append((changes["hnsw_config"].m, changes["optimizers_config"].indexing_threshold))
+        return real_update(client, name, **changes)
+
     monkeypatch.setattr(QdrantStore, "open", classmethod(open_as_server))
+    monkeypatch.setattr(QdrantClient, "update_collection", update)
     return updates
 
 

@@ -8,7 +8,7 @@ from tantivy import Query
 
 from flows.index import index_codebase
 from tasks.discover import NoRustFiles
-from tasks.search import Searcher
+from tasks.search import Searcher, search
 from tests.conftest import FAKE_AWS_KEY
 from tests.integration.helpers import open_stores, qdrant_points, symbols_by_path, tantivy_docs
 
@@ -117,7 +117,10 @@ def test_hybrid_search_finds_items_and_never_the_secret(demo_crate, data_dir):
         searcher.close()
 
 
-def test_incremental_run_changes_exactly_what_changed(demo_crate, data_dir):
+@pytest.mark.parametrize("shard_points", [None, 10], ids=["one-shard", "shards-of-10"])
+def test_incremental_run_changes_exactly_what_changed(demo_crate, data_dir, monkeypatch, shard_points):
+    if shard_points:  # the embedded store in several shards: files move, searches span them
+        monkeypatch.setenv("RCI_QDRANT_SHARD_POINTS", str(shard_points))
     index_codebase(directory=str(demo_crate))
     with open_stores(demo_crate) as (_, tantivy, qdrant):
         before = tantivy_docs(tantivy)
@@ -152,6 +155,11 @@ def test_incremental_run_changes_exactly_what_changed(demo_crate, data_dir):
         assert tantivy.search("added_later_fn")[0].symbol == "demo_tensor::extra::added_later_fn"
         assert code_term_hits(tantivy, "word_frequencies") == []
         assert [h.symbol for h in code_term_hits(tantivy, "count_words")] == ["demo_tensor::net::count_words"]
+        assert (len(qdrant.shard_numbers()) > 1) == bool(shard_points)
+        assert qdrant.map.files["src/extra.rs"] == qdrant.map.files["src/net.rs"] == qdrant.shard_numbers()[-1]
+    found = search(demo_crate, "added_later_fn returns seven", engine="vector", limit=3)
+    assert found[0].symbol == "demo_tensor::extra::added_later_fn"
+    assert "demo_tensor::net::word_frequencies" not in {r.symbol for r in search(demo_crate, "word_frequencies", engine="vector")}
 
     unchanged = index_codebase(directory=str(demo_crate))
     assert unchanged.chunks_embedded == 0 and unchanged.files_indexed == 0 and unchanged.files_unchanged == 9

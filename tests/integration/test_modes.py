@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")
 def index_contents(crate):
     with open_stores(crate) as (_, tantivy, qdrant):
         docs = tantivy_docs(tantivy)
-        records, _ = qdrant.client.scroll(qdrant.collection, limit=100_000, with_payload=True, with_vectors=True)
+        records = qdrant.records(with_vectors=True)
         points = {str(r.id): (r.payload, np.asarray(r.vector, dtype=np.float32)) for r in records}
     return docs, points
 
