@@ -48,8 +48,10 @@ def index(root: Path, data_dir: Path) -> None:
     env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(data_dir / "prefect-home")})
     (data_dir / "prefect-home").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).parent / "rci"), "index", str(root), "--json"],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+    command = [str(Path(sys.executable).parent / "rci"), "index", str(root), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0 and "built by an older version" in done.stderr:  # as the message advises
+        done = subprocess.run([*command, "--force"], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"indexing {root} failed: {done.stderr.strip()[-500:]}")
     stats = json.loads(done.stdout)
