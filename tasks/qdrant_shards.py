@@ -23,7 +23,6 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
-import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -102,9 +101,7 @@ class ShardedStore(QdrantStore):
             return client
         if not self.keep_open:
             self._close_shards()
-        started = time.perf_counter()
         client = connect(self.folder / f"{number:04d}")
-        self.open_seconds += time.perf_counter() - started
         if not client.collection_exists(self.collection):
             self._create_in(client, self.map.dim)
         self._open[number] = client
@@ -224,7 +221,7 @@ class ShardedStore(QdrantStore):
         kinds = list(kinds or [])
         paths = list(paths) if paths is not None else None
         numbers = self.shard_numbers()
-        if paths is not None:
+        if paths is not None and numbers:
             holding = {self.map.files[p] for p in paths if p in self.map.files}
             numbers = [n for n in numbers if n in holding]
         hits: list[VectorHit] = []

@@ -1,7 +1,7 @@
 """The vector side: one Qdrant collection per code base, structured payloads.
 
-Embedded (path mode) by default, a server when RCI_QDRANT_URL is set: the same client
-API either way. Payloads are structured fields, not JSON strings, so delete-by-file
+Embedded (path mode, in shards: tasks/qdrant_shards.py) by default, a server when
+RCI_QDRANT_URL is set: the same client API either way. Payloads are structured fields, not JSON strings, so delete-by-file
 matches on the `path` field (through a keyword index on a server).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +53,8 @@ def connect(qdrant_dir: Path, url: str | None = None, api_key: str | None = None
 
 
 def remove_embedded_store(qdrant_dir: Path, first: Callable[[], None] = lambda: None) -> None:
-    """Empty a code base's embedded store folder without opening it, for a run that starts over:
-    opening loads every point (medium corpus: 8.1 s, 770 MB) only for them to be deleted.
-    Takes the store's lock first (qdrant-client's: an exclusive flock on `.lock`), so a store
+    """Empty a code base's embedded store folder without opening it, for a run that starts over.
+    Takes the store's lock first (an exclusive flock on `.lock`, as an open store holds), so a store
     another process has open is left alone and the run stops with the usual message; `first`
     runs once the lock is held, before anything is removed."""
     qdrant_dir = Path(qdrant_dir)
@@ -85,14 +83,11 @@ def _path_filter(rel_paths: Sequence[str]) -> models.Filter:
 
 
 class QdrantStore:
-    def __init__(
-        self, client: QdrantClient, collection: str, embedded: bool, upsert_batch: int = 256, open_seconds: float = 0.0
-    ):
+    def __init__(self, client: QdrantClient, collection: str, embedded: bool, upsert_batch: int = 256):
         self._client = client
         self.collection = collection
         self.embedded = embedded
         self.upsert_batch = upsert_batch
-        self.open_seconds = open_seconds  # what connecting took (the embedded store loads every point)
 
     @classmethod
     def open(
@@ -111,9 +106,7 @@ class QdrantStore:
             from tasks.qdrant_shards import ShardedStore
 
             return ShardedStore(qdrant_dir, collection, shard_points, keep_shards_open, upsert_batch)
-        started = time.perf_counter()
-        client = connect(qdrant_dir, url, api_key)
-        return cls(client, collection, False, upsert_batch, open_seconds=time.perf_counter() - started)
+        return cls(connect(qdrant_dir, url, api_key), collection, False, upsert_batch)
 
     @property
     def client(self) -> QdrantClient:

@@ -124,3 +124,4 @@ def test_a_store_of_other_dimensions_is_refused(sharded):
         sharded.ensure_collection(384)
     sharded.delete_collection()
     assert not sharded.exists() and sharded.count() == 0 and sharded.ids() == set()
+    assert sharded.search(VECTORS[0]) == sharded.search(VECTORS[0], paths=["src/m0.rs"]) == []
