@@ -112,6 +112,8 @@ class ShardedStore(QdrantStore):
         self.map.points[number] = self._open[number].count(self.collection, exact=True).count
 
     def _close_shards(self) -> None:
+        if not self._open:
+            return
         while self._open:
             _, client = self._open.popitem(last=False)
             client.close()
