@@ -121,8 +121,9 @@ def open_session(
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     if (force or existing is None) and not settings.qdrant_url:
-        # Starting over: the embedded store's points are not loaded only to be deleted. The last
-        # commit is forgotten first (a run that dies now starts over), once the store is ours.
+        # Starting over: the whole store folder is emptied, older layouts' files included (an
+        # index of schema 3 kept one unsharded store there). The last commit is forgotten first
+        # (a run that dies now starts over), once the store's lock is ours.
         remove_embedded_store(layout.qdrant_dir, first=lambda: forget_last_commit(layout))
     qdrant = QdrantStore.open(
         layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key, plan.qdrant_batch, settings.qdrant_shard_points
