@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+import tasks.chunk
 from tasks.chunk import Chunker, context_header
 from tasks.parse import module_path, parse_file
 
@@ -73,6 +74,26 @@ def test_a_single_huge_line_is_split_not_truncated(embedder):
     joined = "".join(c.code for c in chunks)
     assert "word0 " in joined and "word399" in joined
     assert all(len(embedder.tokenizer().encode(c.embed_text).ids) <= 64 for c in chunks)
+
+
+def test_a_line_longer_than_one_tokenizer_call_is_split_in_parts(embedder, monkeypatch):
+    """Lines over COUNT_CHARS are encoded a part at a time; no character is lost or repeated."""
+    monkeypatch.setattr(tasks.chunk, "COUNT_CHARS", 300)
+    chunker = Chunker(embedder.tokenizer(), max_tokens=64, overlap_lines=1)
+    line = 'const TABLE: &str = "' + " ".join(f"word{i}" for i in range(400)) + '";'
+    chunks = chunker.chunks_for(parse_file("src/t.rs", f"{line}\n".encode(), ("demo",)))
+    assert len(chunks) > 10
+    assert "".join(c.code for c in chunks) == line
+    assert all(len(embedder.tokenizer().encode(c.embed_text).ids) <= 64 for c in chunks)
+
+
+def test_counting_a_part_at_a_time_changes_no_chunk(embedder, monkeypatch):
+    """Bounded tokenizer calls (for memory) must cut exactly the chunks one call would."""
+    chunker = Chunker(embedder.tokenizer(), max_tokens=64, overlap_lines=2)
+    whole = [chunks_of(chunker, rel) for rel in ("src/long.rs", "src/net.rs", "src/lib.rs")]
+    monkeypatch.setattr(tasks.chunk, "COUNT_CHARS", 200)
+    parts = [chunks_of(chunker, rel) for rel in ("src/long.rs", "src/net.rs", "src/lib.rs")]
+    assert parts == whole
 
 
 def test_context_header_holds_no_location(chunker):

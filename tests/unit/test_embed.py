@@ -65,3 +65,13 @@ def test_execution_providers_follow_the_device_setting(monkeypatch):
     assert execution_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert execution_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert execution_providers("cpu") == ["CPUExecutionProvider"]
+
+
+def test_the_cpu_session_is_built_lean(embedder):
+    """No float copies of the int8 weights, no memory pattern per batch shape (_lean_cpu_session)."""
+    import onnxruntime
+
+    options = embedder._model.model.model.get_session_options()
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert options.enable_mem_pattern is False
+    assert onnxruntime.SessionOptions().enable_mem_pattern is True  # the swap was undone
