@@ -122,8 +122,9 @@ def _run_index(request):
 
     try:
         from flows.index import index_codebase
+        from flows.temporary_server import temporary_prefect_server
 
-        with progress_bar() as sink, reporting_to(sink):
+        with temporary_prefect_server(), progress_bar() as sink, reporting_to(sink):
             return index_codebase(**request.model_dump())
     except NoRustFiles as error:  # the files went away since the CLI looked
         _fail(str(error), EXIT_USAGE)

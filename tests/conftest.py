@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,21 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.temporary_server import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_CRATE = REPO / "tests" / "fixtures" / "demo_crate"
 FAKE_AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # Prefect reads its settings when first imported: point every test, and every `rci` the tests
 # start, at one real Prefect server (started below on first use) with its own home directory.
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="rci-test-prefect-"))
-_PREFECT_PORT = _free_port()
+_PREFECT_PORT = free_port()
 PREFECT_ENV = {
     "PREFECT_HOME": str(_PREFECT_HOME),
     "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",

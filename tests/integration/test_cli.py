@@ -3,6 +3,8 @@
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -129,6 +131,50 @@ def test_without_a_prefect_server_the_output_is_still_clean(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr
     assert not NOISE.search(result.stdout + result.stderr), result.stdout + result.stderr
     assert "1 found: 1 indexed" in result.stdout
+
+
+TEMPORARY_SERVER_SCRIPT = """
+import sys
+import httpx
+from prefect import flow
+from flows.temporary_server import temporary_prefect_server
+
+@flow
+def hello():
+    return "hello from a flow"
+
+with temporary_prefect_server() as url:
+    print(url)
+    print(hello())
+    print("server code imported here:", "prefect.server.api.server" in sys.modules)
+try:
+    httpx.get(url + "/health", timeout=2)
+    print("server still up")
+except httpx.HTTPError:
+    print("server stopped")
+"""
+
+
+def test_without_an_api_url_the_temporary_server_runs_in_its_own_process(tmp_path):
+    """Its code stays out of the indexing process (76 MB), and it stops with the run."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="CRITICAL")
+    result = subprocess.run(
+        [sys.executable, "-c", TEMPORARY_SERVER_SCRIPT], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    url, greeting, imported, after = result.stdout.strip().splitlines()[-4:]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api", url)
+    assert greeting == "hello from a flow"
+    assert imported == "server code imported here: False"
+    assert after == "server stopped"
+
+
+def test_a_configured_api_url_is_used_as_it_is():
+    from flows.temporary_server import temporary_prefect_server
+
+    with temporary_prefect_server() as url:
+        assert url == os.environ["PREFECT_API_URL"]
 
 
 def test_unknown_profile_is_a_usage_error(demo_crate, data_dir):
