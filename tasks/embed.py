@@ -176,13 +176,15 @@ def _lean_cpu_session(active: bool):
 
     Measured on this machine (2 cores), embedding real chunks with the packaged int8 model:
     - graph optimizations fold the int8 weights into float copies: the loaded model took
-      +160 MB instead of +36 MB, and 1,403 chunks of regex peaked at 397 MB against 322 MB,
-      at the same speed (medians 35.3 / 34.7 s) and with vectors within 2e-7;
+      +160 MB instead of +36 MB; vectors differ by at most 2e-7;
     - a memory pattern is kept per input shape, and length-sorted batches have hundreds:
       12,612 chunks peaked at 514 MB with patterns, 420 MB without, in 284 / 280 s.
-    fastembed sets ORT_ENABLE_ALL and exposes neither option, so while it builds the session
-    its SessionOptions class is swapped for one that keeps both off. CUDA keeps the defaults:
-    its fused kernels need the optimizations.
+    Both off, a 1-in-20 sample of the medium corpus (1,539 texts, alternate runs) embedded
+    in 36.5 / 39.0 s against 37.4 / 35.4 s with fastembed's session, peaking at 305 MB
+    against 415 MB. Queries pay instead: the weights are expanded at each call (a one-off
+    search peaks about 29 MB higher). fastembed sets ORT_ENABLE_ALL and exposes neither
+    option, so while it builds the session its SessionOptions class is swapped for one that
+    keeps both off. A GPU keeps the defaults (not measured here: no GPU was available).
     """
     import onnxruntime
 
