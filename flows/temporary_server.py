@@ -62,6 +62,7 @@ def temporary_prefect_server() -> Iterator[str | None]:
         try:
             yield url
         finally:
+            _send_queued_logs_and_events()
             os.environ.pop("PREFECT_API_URL", None)
             refresh()
     finally:
@@ -71,6 +72,16 @@ def temporary_prefect_server() -> Iterator[str | None]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _send_queued_logs_and_events() -> None:
+    """Prefect sends run logs and events in batches from worker threads; they must reach the
+    server before it stops, or the last batch fails at exit ("Error logging to API")."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=10, at_exit=False)
 
 
 def free_port() -> int:

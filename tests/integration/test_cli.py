@@ -13,7 +13,9 @@ from tests.conftest import FAKE_AWS_KEY, rci
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
 # Prefect's console format is "12:00:00.000 | INFO    | ...": none of that, and no traceback.
-NOISE = re.compile(r"Traceback|\|\s*(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*\||Task run|Flow run|prefect\.")
+NOISE = re.compile(
+    r"Traceback|\|\s*(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*\||Task run|Flow run|prefect\.|Error logging to API"
+)
 
 
 def assert_one_line_error(result, *words):
