@@ -81,7 +81,8 @@ def _send_queued_logs_and_events() -> None:
     from prefect.logging.handlers import APILogWorker
 
     for worker in (APILogWorker, EventsWorker):
-        worker.drain_all(timeout=10, at_exit=False)
+        with contextlib.suppress(Exception):  # lost logs must not fail the run they describe
+            worker.drain_all(timeout=10, at_exit=False)
 
 
 def free_port() -> int:
