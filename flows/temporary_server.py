@@ -62,27 +62,34 @@ def temporary_prefect_server() -> Iterator[str | None]:
         try:
             yield url
         finally:
-            _send_queued_logs_and_events()
+            send_queued_logs_and_events()
             os.environ.pop("PREFECT_API_URL", None)
             refresh()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
-def _send_queued_logs_and_events() -> None:
+def send_queued_logs_and_events(timeout: float = 10) -> None:
     """Prefect sends run logs and events in batches from worker threads; they must reach the
     server before it stops, or the last batch fails at exit ("Error logging to API")."""
+    if "prefect" not in sys.modules:
+        return
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
     for worker in (APILogWorker, EventsWorker):
         with contextlib.suppress(Exception):  # lost logs must not fail the run they describe
-            worker.drain_all(timeout=10, at_exit=False)
+            worker.drain_all(timeout=timeout, at_exit=False)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 5) -> None:
+    """Terminate, and kill what does not exit within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.temporary_server import free_port
+from flows.temporary_server import free_port, send_queued_logs_and_events, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_CRATE = REPO / "tests" / "fixtures" / "demo_crate"
@@ -59,25 +59,10 @@ def prefect_server():
         process.kill()
         raise RuntimeError("Prefect server did not start within 90 s")
     yield url
-    _drain_prefect_workers()
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    send_queued_logs_and_events(timeout=15)
+    stop_process(process, timeout=15)
     log.close()
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
-
-
-def _drain_prefect_workers() -> None:
-    """Send the logs and events still queued while the server is up; at exit they would retry for a minute."""
-    if "prefect" not in sys.modules:
-        return
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        worker.drain_all(timeout=15)
 
 
 @pytest.fixture()

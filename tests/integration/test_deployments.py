@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
+from flows.temporary_server import stop_process
 from tests.conftest import build_demo_crate
 from tests.integration.helpers import open_stores, qdrant_points, tantivy_docs
 
@@ -58,11 +59,7 @@ def served(prefect_server, tmp_path_factory):
         else:
             raise AssertionError(f"deployments not served: {(base / 'serve.log').read_text()[-2000:]}")
     yield {"env": env, "alpha": alpha, "beta": beta, "gamma": gamma, "allowed": allowed, "base": base}
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_process(process, timeout=30)
     log.close()
 
 
