@@ -33,10 +33,12 @@ from tasks.lock import CodebaseBusy, codebase_lock
 from tasks.merkle import diff
 from tasks.params import Directory, ForceReembed, ForceReindex, IndexingMode, Mode, documented_parameters
 from tasks.qdrant_store import QdrantStore
-from tasks.resources import PeakRss
+from tasks.resources import PeakRss, limit_malloc_arenas
 from tasks.session import IndexSession, plan_for_run
 from tasks.settings import CodebaseLayout, Settings, load_settings
 from tasks.stats import IndexStats, StageClock
+
+limit_malloc_arenas()  # before the run starts its threads (tasks/resources.py says why)
 
 # Threads for submitted tasks. The modes bound what runs at once (pipeline: 3 tasks per batch
 # in flight; parallel: 2 per worker); a task waiting for its upstream holds a thread.

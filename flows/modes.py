@@ -26,8 +26,20 @@ from tasks.session import IndexSession
 from tasks.stats import BatchOutcome, IndexStats, StageClock
 
 
-def batches(files: Sequence[SourceFile], size: int) -> list[list[SourceFile]]:
-    return [list(files[start : start + size]) for start in range(0, len(files), size)]
+def batches(files: Sequence[SourceFile], size: int, max_bytes: int) -> list[list[SourceFile]]:
+    """Consecutive files, at most `size` and `max_bytes` of source per batch (a larger file alone)."""
+    found: list[list[SourceFile]] = []
+    current: list[SourceFile] = []
+    current_bytes = 0
+    for source in files:
+        if current and (len(current) == size or current_bytes + source.size > max_bytes):
+            found.append(current)
+            current, current_bytes = [], 0
+        current.append(source)
+        current_bytes += source.size
+    if current:
+        found.append(current)
+    return found
 
 
 class _Tally:
@@ -43,12 +55,12 @@ class _Tally:
 
 
 def index_sequential(index: IndexSession, files: Sequence[SourceFile], tally: _Tally) -> None:
-    for batch in batches(files, index.plan.file_batch_size):
+    for batch in batches(files, index.plan.file_batch_size, index.plan.batch_bytes):
         tally.add(dag.index_one_by_one(index, batch))
 
 
 def index_parallel(index: IndexSession, files: Sequence[SourceFile], tally: _Tally) -> None:
-    pending = deque(batches(files, index.plan.file_batch_size))
+    pending = deque(batches(files, index.plan.file_batch_size, index.plan.batch_bytes))
     running: set[PrefectFuture] = set()
     with _settled(running):
         while pending or running:
@@ -72,7 +84,7 @@ def index_pipeline(index: IndexSession, files: Sequence[SourceFile], tally: _Tal
         submitted.difference_update(futures)
 
     with _settled(submitted):
-        for batch in batches(files, index.plan.file_batch_size):
+        for batch in batches(files, index.plan.file_batch_size, index.plan.batch_bytes):
             prepared = dag.prepare_batch.submit(index, batch)
             # One embedder uses every core, one writer owns the stores: each stage takes its
             # batches in order, while the next batch's read and parse run alongside.

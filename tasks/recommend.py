@@ -23,6 +23,11 @@ import psutil
 
 GIB = 1 << 30
 MIB = 1 << 20
+# A batch's source, at most: what a batch holds in memory (its chunks, their vectors, the
+# tokenizer's work) follows it. Large corpus, force reindex, pipeline: 128 files per batch
+# peaked at 576 MB, 32 files (0.3 MB of source on average) at 502 MB, in the same time.
+BATCH_BYTES = 512 * 1024
+TANTIVY_HEAP_PER_THREAD = 16 * MIB  # Tantivy's floor is 15 MB per thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,7 @@ class Plan:
     mode: str
     reason: str
     file_batch_size: int  # files per batch (every mode)
+    batch_bytes: int  # and at most this much source per batch (a larger file alone)
     workers: int  # batches processed at once (parallel); embedders in use
     embed_threads: int  # ONNX Runtime threads per embedder
     max_in_flight: int  # batches between read and write at once (pipeline)
@@ -73,19 +79,18 @@ def recommend(files: int, total_bytes: int = 0, machine: Machine | None = None, 
     if mode and mode != chosen:
         chosen, reason = mode, "chosen by the caller"
     cores = max(machine.cores, 1)
-    # Memory a run may use for its own buffers: a quarter of what is free, at most 2 GiB.
-    allowance = min(machine.available_bytes // 4, 2 * GIB)
-
     workers = cores if chosen == "parallel" else 1
     # Enough batches to overlap stages (>= 8 in a pipeline), small enough that one batch's
-    # chunks stay a few MB (~30 chunks per file, ~2.5 KB per chunk with its vector).
+    # chunks stay a few MB (~30 chunks per file, ~2.5 KB per chunk with its vector). Files
+    # alone do not bound that: 128 files of the large corpus held 0.3 to 4.2 MB of source.
     file_batch_size = max(8, min(128, math.ceil(files / 8))) if chosen != "sequential" else 64
-    # Tantivy: 2.3 s for 31k chunks at 50 MB / 1 thread, 2.1 s at 200 MB / 2 threads (medium
-    # corpus): under 1% of a run either way, so budgets stay modest and inside the allowance
-    # (64 MiB instead of 256 left a force reindex's peak RSS the same, 1,137 vs 1,139 MB:
-    # the embedded Qdrant's points dominate it).
-    tantivy_heap = min(64 * MIB if total_bytes < 100 * MIB else 128 * MIB, max(allowance // 4, 16 * MIB))
+    # Tantivy's writer holds about 1.5x its heap once a code base fills it, and the heap barely
+    # matters for speed. Large corpus, 245k chunks, one thread, heap 16 / 32 / 64 / 128 MiB:
+    # +28 / +50 / +96 / +150 MB of RSS, 27.5 / - / 24.2 / - s of CPU, 16 / - / 4 / - segments
+    # after the commit. The medium corpus (31k chunks) never fills 64 MiB (+31 MB), so 16 MiB
+    # per thread is what keeps a large code base's run at a medium one's memory.
     tantivy_threads = 1 if files < 1000 or cores < 4 else 2
+    tantivy_heap = TANTIVY_HEAP_PER_THREAD * tantivy_threads
     # Qdrant upserts: the embedded store ran 958-994 points/s at 64-1,024 per call (flat);
     # a server saves round trips with bigger calls (the seed plan's Task 3.2 table).
     estimated_chunks = files * 30
@@ -96,6 +101,7 @@ def recommend(files: int, total_bytes: int = 0, machine: Machine | None = None, 
         mode=chosen,
         reason=reason,
         file_batch_size=file_batch_size,
+        batch_bytes=BATCH_BYTES,
         workers=workers,
         embed_threads=max(1, cores // workers),
         max_in_flight=3 if chosen == "pipeline" else workers * 2,

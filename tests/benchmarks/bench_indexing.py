@@ -4,6 +4,7 @@
     .venv/bin/python tests/benchmarks/bench_indexing.py --corpora small --skip-large   # ~10 min
     .venv/bin/python tests/benchmarks/bench_indexing.py --corpora ""  # the large corpus alone (~90 min)
     .venv/bin/python tests/benchmarks/bench_indexing.py --corpora "" --large-warm  # its warm runs (~10 min)
+    .venv/bin/python tests/benchmarks/bench_indexing.py --corpora medium --warm --large-warm  # every warm run (~25 min)
 
 Every measurement is a fresh `rci index ... --json` process, as a user runs it, with
 Prefect's temporary server (no PREFECT_API_URL): wall time includes start-up. Per mode on
@@ -36,6 +37,7 @@ from tests.benchmarks.corpora import CORPORA, corpus  # noqa: E402
 
 RCI = str(Path(sys.executable).parent / "rci")
 MODES = ("sequential", "parallel", "pipeline")
+RUN_STAMP = int(time.time())  # in the edits' text: a --warm run's edits are new text, never in the cache
 
 
 PREFECT_HOME: Path | None = None  # one for the whole benchmark: its database is migrated once
@@ -118,7 +120,7 @@ print(json.dumps({{"texts": len(texts), "seconds": time.perf_counter() - started
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def change_files(root: Path, count: int, round_: int) -> None:
+def change_files(root: Path, count: int, round_: str) -> None:
     """Append one new function to `count` files: content changes that really need embedding."""
     files = sorted(root.rglob("*.rs"))
     step = max(len(files) // count, 1)
@@ -155,38 +157,48 @@ def median_run(args, data_dir, setup=None, repeats=3):
     return runs[len(runs) // 2]
 
 
-def bench_corpus(name: str, work: Path, modes, full: bool) -> list[dict]:
+def bench_corpus(name: str, work: Path, modes, full: bool, warm: bool = False) -> list[dict]:
+    """`warm`: no embed-only limit and no cold runs; each mode's tree, index and cache from an
+    earlier run of this benchmark are reused."""
     source = corpus(name, work)
     rows: list[dict] = []
-    limit = embed_only(source, work / "data" / f"{name}-embed-only")
-    print(f"[{name}] embed-only limit: {limit['texts']:,} distinct texts in {limit['seconds']:.1f} s", flush=True)
-    rows.append({"scenario": "embed-only limit", "mode": "-", "chunks": limit["texts"], "wall_s": round(limit["seconds"], 2),
-                 "chunks_per_s": round(limit["texts"] / limit["seconds"], 1)})  # fmt: skip
+    if not warm:
+        limit = embed_only(source, work / "data" / f"{name}-embed-only")
+        print(f"[{name}] embed-only limit: {limit['texts']:,} distinct texts in {limit['seconds']:.1f} s", flush=True)
+        rows.append({"scenario": "embed-only limit", "mode": "-", "chunks": limit["texts"], "wall_s": round(limit["seconds"], 2),
+                     "chunks_per_s": round(limit["texts"] / limit["seconds"], 1)})  # fmt: skip
     cold_wall: dict[str, float] = {}
     for mode in modes:
         tree = work / "trees" / f"{name}-{mode}"  # each mode edits its own copy
-        shutil.rmtree(tree, ignore_errors=True)
-        shutil.copytree(source, tree, symlinks=True)
         data = work / "data" / f"{name}-{mode}"
-        shutil.rmtree(data, ignore_errors=True)
-        stats, wall = run_index([str(tree), "--mode", mode], data)
-        cold_wall[mode] = wall
-        rows.append(row("cold full index", stats, wall, limit["seconds"], cold_wall.get("sequential")))
-        print(f"[{name}] {mode}: cold {wall:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB", flush=True)
+        if warm:
+            if not (tree.is_dir() and data.is_dir()):
+                sys.exit(f"--warm: no earlier run of {name} in {mode} mode under {work}; run without --warm first")
+        else:
+            shutil.rmtree(tree, ignore_errors=True)
+            shutil.copytree(source, tree, symlinks=True)
+            shutil.rmtree(data, ignore_errors=True)
+            stats, wall = run_index([str(tree), "--mode", mode], data)
+            cold_wall[mode] = wall
+            rows.append(row("cold full index", stats, wall, limit["seconds"], cold_wall.get("sequential")))
+            print(f"[{name}] {mode}: cold {wall:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB", flush=True)
         if mode == modes[0]:
             rows.append(search_row(tree, data))
             print(f"[{name}] one rci search: {rows[-1]['wall_s']} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
         if not full:
             continue
+        if warm:
+            run_index([str(tree), "--mode", mode], data)  # catch up with the edits of the earlier run
         stats, wall = median_run([str(tree), "--mode", mode], data)
         rows.append(row("no-change rerun", stats, wall))
-        stats, wall = median_run([str(tree), "--mode", mode], data, setup=lambda i: change_files(tree, 10, i))
+        stats, wall = median_run([str(tree), "--mode", mode], data, setup=lambda i: change_files(tree, 10, f"{RUN_STAMP}_{i}"))
         rows.append(row("10 files changed", stats, wall))
         stats, wall = median_run([str(tree), "--mode", mode, "--force"], data)
         rows.append(row("force, warm cache", stats, wall, base=None))
-        rows[-1]["vs_cold"] = round(wall / cold_wall[mode], 3)
+        if mode in cold_wall:
+            rows[-1]["vs_cold"] = round(wall / cold_wall[mode], 3)
         print(f"[{name}] {mode}: no-change {rows[-3]['wall_s']} s, 10 changed {rows[-2]['wall_s']} s, "
-              f"force warm {wall:.1f} s ({rows[-1]['vs_cold']:.1%} of cold)", flush=True)  # fmt: skip
+              f"force warm {wall:.1f} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
     return rows
 
 
@@ -245,6 +257,9 @@ def main() -> None:
     parser.add_argument(
         "--large-warm", action="store_true", help="large corpus: reuse the cache of an earlier cold run (minutes)"
     )
+    parser.add_argument(
+        "--warm", action="store_true", help="small/medium: skip the cold runs, reuse each mode's index (minutes)"
+    )
     parser.add_argument("--work", type=Path, default=REPO / ".bench", help="downloads, corpora, indexes")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -255,7 +270,7 @@ def main() -> None:
     for name in [c for c in args.corpora.split(",") if c]:
         if name not in CORPORA or name == "large":
             parser.error(f"unknown corpus {name!r} here (large runs unless --skip-large)")
-        results[name] = bench_corpus(name, args.work, modes, full=(name == "medium"))
+        results[name] = bench_corpus(name, args.work, modes, full=(name == "medium"), warm=args.warm)
     if not args.skip_large:
         results["large"] = bench_large(args.work, cold=not args.large_warm)
     out = args.work / "bench-indexing.json"

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.recommend import GIB, Machine, choose_mode, recommend
+from tasks.recommend import GIB, TANTIVY_HEAP_PER_THREAD, Machine, choose_mode, recommend
 
 
 @pytest.mark.parametrize(
@@ -28,13 +28,32 @@ def test_plan_sizes_follow_the_machine():
     assert piped.mode == "pipeline" and piped.workers == 1 and piped.embed_threads == 2
     big = recommend(5000, 200 * 1024 * 1024, machine=Machine(16, 64 * GIB))
     assert big.file_batch_size == 128 and big.max_in_flight == 3 and big.qdrant_batch == 512
+    assert big.tantivy_threads == 2 and big.tantivy_heap_bytes == 2 * TANTIVY_HEAP_PER_THREAD
     parallel = recommend(800, machine=Machine(8, 32 * GIB))
     assert parallel.mode == "parallel" and parallel.workers == 8 and parallel.embed_threads == 1
     assert parallel.parse_processes == 4
     tight = recommend(800, 50 * 1024 * 1024, machine=Machine(2, int(1.2 * GIB)))
-    assert tight.tantivy_heap_bytes <= int(1.2 * GIB) // 16
+    assert tight.tantivy_threads == 1 and tight.tantivy_heap_bytes == TANTIVY_HEAP_PER_THREAD
 
 
 def test_a_requested_mode_wins_and_says_so():
     plan = recommend(3, machine=Machine(2, 16 * GIB), mode="pipeline")
     assert plan.mode == "pipeline" and plan.reason == "chosen by the caller"
+
+
+def test_batches_are_bounded_by_files_and_by_bytes():
+    from pathlib import Path
+
+    from flows.modes import batches
+    from tasks.records import SourceFile
+
+    files = [SourceFile(f"{i}.rs", Path(f"/x/{i}.rs"), size, 0) for i, size in enumerate([10, 10, 10, 50, 200, 10, 10])]
+    cut = batches(files, size=3, max_bytes=100)
+    assert [[f.rel_path for f in batch] for batch in cut] == [
+        ["0.rs", "1.rs", "2.rs"],  # three files: the file limit
+        ["3.rs"],  # 50 + 200 would pass 100 bytes
+        ["4.rs"],  # larger than a batch: alone
+        ["5.rs", "6.rs"],
+    ]
+    assert [f for batch in cut for f in batch] == files  # every file once, in order
+    assert batches([], size=3, max_bytes=100) == []
