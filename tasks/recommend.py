@@ -26,6 +26,8 @@ MIB = 1 << 20
 # A batch's source, at most: what a batch holds in memory (its chunks, their vectors, the
 # tokenizer's work) follows it. Large corpus, force reindex, pipeline: 128 files per batch
 # peaked at 576 MB, 32 files (0.3 MB of source on average) at 502 MB, in the same time.
+# Embedding loses nothing to the smaller batches: on the medium corpus, 19 batches instead of
+# 8 pad 0.3% more tokens (length-sorted within each batch) in 0.4% more model calls.
 BATCH_BYTES = 512 * 1024
 TANTIVY_HEAP_PER_THREAD = 16 * MIB  # Tantivy's floor is 15 MB per thread
 
