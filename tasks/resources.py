@@ -1,4 +1,4 @@
-"""A run's memory: its peak, sampled, and two settings of the C heap that keep it down.
+"""A run's memory: its peak, sampled, and what keeps glibc's heaps small.
 
 Peak resident memory counts this process and the worker processes it owns.
 The process-wide peak (getrusage) would include earlier runs of a long-lived Prefect
@@ -61,11 +61,11 @@ class PeakRss:
         self.peak_bytes = max(self.peak_bytes, total)
 
 
-# glibc gives each thread that allocates under contention its own heap ("arena"), up to 8 per
-# core, and memory freed in one arena serves only that arena's threads. A run's task-runner
-# threads, tokenizer threads and Tantivy threads each grew their own: a force reindex of the
-# large corpus in pipeline mode peaked at 703 MB with the default and 615 MB with 2 arenas
-# (the medium corpus 460 and 417), 297 against 314 s.
+# glibc gives a new thread that allocates a heap ("arena") of its own, up to 8 per core, and
+# memory freed in one arena serves only the threads using it. A run's task-runner threads,
+# tokenizer threads and Tantivy threads each grew their own: a force reindex of the large
+# corpus in pipeline mode peaked at 703 MB with the default and 615 MB with 2 arenas (the
+# medium corpus 460 and 417 MB), in 297 and 314 s (six runs of that scenario took 297 to 340 s).
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 
