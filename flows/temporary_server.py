@@ -25,7 +25,6 @@ STARTUP_SECONDS = 60.0  # a cold start on 2 busy cores took about 7 s
 @contextlib.contextmanager
 def temporary_prefect_server() -> Iterator[str | None]:
     """Yields the API URL in use: the configured one, ours, or None (Prefect starts its own)."""
-    import httpx
     import prefect
     import prefect.context
     from prefect.settings import PREFECT_API_URL, get_current_settings
@@ -52,7 +51,7 @@ def temporary_prefect_server() -> Iterator[str | None]:
     ]  # fmt: skip
     server = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if not _wait_until_healthy(server, url, httpx):
+        if not _wait_until_healthy(server, url):
             yield None  # Prefect's own temporary server takes over
             return
         # Every thread, including Prefect's own log and event workers, reads the global
@@ -99,7 +98,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_until_healthy(server: subprocess.Popen, url: str, httpx) -> bool:
+def _wait_until_healthy(server: subprocess.Popen, url: str) -> bool:
+    import httpx
+
     deadline = time.monotonic() + STARTUP_SECONDS
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:

@@ -39,7 +39,7 @@ def heaps(arg: str) -> int:
     return int(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the arena cap is glibc's")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's arena cap exists only in glibc; elsewhere limit_malloc_arenas does nothing")
 def test_the_flow_module_caps_the_c_heaps_before_a_run_starts_threads():
     assert heaps("plain") > MALLOC_ARENAS  # glibc's default: a heap per thread, up to 8 per core
     assert heaps("flow") == MALLOC_ARENAS
