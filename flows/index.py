@@ -33,12 +33,12 @@ from tasks.lock import CodebaseBusy, codebase_lock
 from tasks.merkle import diff
 from tasks.params import Directory, ForceReembed, ForceReindex, IndexingMode, Mode, documented_parameters
 from tasks.qdrant_store import QdrantStore
-from tasks.resources import PeakRss, limit_malloc_arenas
+from tasks.resources import PeakRss, tune_malloc
 from tasks.session import IndexSession, plan_for_run
 from tasks.settings import CodebaseLayout, Settings, load_settings
 from tasks.stats import IndexStats, StageClock
 
-limit_malloc_arenas()  # before the run starts its threads (tasks/resources.py says why)
+tune_malloc()  # before the run starts its threads (tasks/resources.py says why)
 
 # Threads for submitted tasks. The modes bound what runs at once (pipeline: 3 tasks per batch
 # in flight; parallel: 2 per worker); a task waiting for its upstream holds a thread.
@@ -144,6 +144,7 @@ def _index_changes(index: IndexSession, found: Discovery, stats: IndexStats, clo
     index.manifest.last_run = _last_run(stats, time.perf_counter() - started)
     progress.stage("commit")
     with clock.time("commit"):
+        index.release_batch_resources()
         snapshot = current.after_run(failures + changes.still_failing)
         dag.commit_index(index, snapshot, prune_cache=index.fresh)
 

@@ -240,6 +240,10 @@ class ShardedStore(QdrantStore):
             "answers searches on a code base this size without loading anything"
         )
 
+    def release_memory(self) -> None:
+        """Close the open shards; the next read or write opens what it needs again."""
+        self._close_shards()
+
     def close(self) -> None:
         try:
             self._close_shards()

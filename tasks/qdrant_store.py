@@ -251,6 +251,9 @@ class QdrantStore:
         """Advice when the store is past the size it is meant for (the embedded store's); None here."""
         return None
 
+    def release_memory(self) -> None:
+        """Let go of the points this process holds (a server holds them: nothing here)."""
+
     def close(self) -> None:
         self.client.close()
 

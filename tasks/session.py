@@ -24,6 +24,7 @@ from tasks.prepare import prepare_batch
 from tasks.qdrant_store import QdrantStore, remove_embedded_store
 from tasks.recommend import Plan, recommend
 from tasks.records import EmbeddedBatch, PreparedBatch, SourceFile
+from tasks.resources import return_freed_memory
 from tasks.settings import CodebaseLayout, Settings
 from tasks.stats import BatchOutcome, FileReason
 
@@ -55,6 +56,7 @@ class IndexSession:
         self.plan = plan
         self.spec = spec
         self.embedders = embedders
+        self.dim = embedders[0].dim
         self.chunker = chunker
         self.cache = cache
         self.tantivy = tantivy
@@ -80,9 +82,24 @@ class IndexSession:
         pool = self._parse_pool
         return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
 
-    def close(self) -> None:
+    def release_batch_resources(self) -> None:
+        """Free what only the batches used (parse workers, models and their ONNX arenas, the open
+        Qdrant shard) before the commit, whose Tantivy merge maps the index's files into memory:
+        the large corpus's run ended 541 MB high with them held (merge +113 MB on 359 MB)."""
+        self._stop_parse_pool()
+        while not self._idle.empty():
+            self._idle.get_nowait()
+        self.embedders.clear()
+        self.qdrant.release_memory()
+        return_freed_memory()  # a model's ONNX arena: 150 MB after a batch of 64 long texts
+
+    def _stop_parse_pool(self) -> None:
         if self._parse_pool is not None:
             self._parse_pool.shutdown(cancel_futures=True)
+            self._parse_pool = None
+
+    def close(self) -> None:
+        self._stop_parse_pool()
         self.cache.close()
         self.tantivy.close()
         self.qdrant.close()
@@ -176,7 +193,7 @@ def clear_index(session: IndexSession) -> None:
     forget_last_commit(session.layout)
     session.tantivy.delete_all()
     session.qdrant.delete_collection()
-    session.qdrant.ensure_collection(session.embedders[0].dim)
+    session.qdrant.ensure_collection(session.dim)
     session.previous = None
     session.fresh = True
 
@@ -259,7 +276,7 @@ def embed_batch(session: IndexSession, batch: PreparedBatch) -> EmbeddedBatch:
         fresh = dict(zip(missing, vectors))
         session.cache.put_many(fresh.items())
 
-    out = np.empty((len(chunks), session.embedders[0].dim), dtype=np.float32)
+    out = np.empty((len(chunks), session.dim), dtype=np.float32)
     for index, key in enumerate(keys):
         out[index] = cached[key] if key in cached else fresh[key]
     return EmbeddedBatch(

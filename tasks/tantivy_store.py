@@ -185,8 +185,18 @@ class TantivyStore:
         self.writer.delete_all_documents()
 
     def commit(self) -> None:
+        """Commit, wait for the segment merges the commit started, and release the writer.
+
+        Waiting makes the end state certain (the merged segments are in the index when the run
+        ends, not dropped with the writer halfway). A merge reads its segments through mmap: the
+        force reindex of the large corpus ends with one merge of 242k documents that maps its
+        115 MB index for about 5 s, which is why the run frees the rest of its memory first
+        (IndexSession.release_batch_resources).
+        """
         if self._writer is not None:
             self._writer.commit()
+            self._writer.wait_merging_threads()  # consumes the writer (and frees its lock)
+            self._writer = None
         self.index.reload()
 
     def close(self) -> None:

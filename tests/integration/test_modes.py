@@ -68,3 +68,37 @@ def test_renamed_file_and_force_reindex_embed_nothing(demo_crate, data_dir):
 
     forced = index_codebase(directory=str(demo_crate), force_reindex=True)
     assert forced.chunks_embedded == 0 and forced.chunks_reused == forced.chunks_written == 45
+
+
+def test_the_commit_finds_the_batches_resources_released(demo_crate, data_dir, monkeypatch):
+    """Tantivy's merge after the commit maps the index's files: the models, parse workers and
+    the open Qdrant shard are gone by then (tasks/session.py release_batch_resources)."""
+    from tasks import session as session_module
+    from tasks.tantivy_store import TantivyStore
+
+    monkeypatch.setenv("RCI_PARSE_PROCESSES", "2")
+    monkeypatch.setenv("RCI_QDRANT_SHARD_POINTS", "10")
+    seen, held_at_commit = [], []
+    release, commit = session_module.IndexSession.release_batch_resources, TantivyStore.commit
+
+    def remember(index):
+        seen.append((len(index.embedders), len(index.worker_pids()), index.qdrant.shards_in_memory()))
+        release(index)
+        seen.append((len(index.embedders), len(index.worker_pids()), index.qdrant.shards_in_memory()))
+        held_at_commit.append(index)
+
+    def commit_and_look(store):
+        index = held_at_commit[-1]
+        seen.append((len(index.embedders), len(index.worker_pids()), index.qdrant.shards_in_memory()))
+        commit(store)
+
+    monkeypatch.setattr(session_module.IndexSession, "release_batch_resources", remember)
+    monkeypatch.setattr(TantivyStore, "commit", commit_and_look)
+    stats = index_codebase(directory=str(demo_crate), indexing_mode="parallel")
+
+    models, parse_workers, shards = seen[0]  # held while the batches ran
+    assert models == stats.plan["workers"] and parse_workers >= 1 and shards == 1
+    assert seen[1:] == [(0, 0, 0), (0, 0, 0)]  # released, and still so when Tantivy commits
+    with open_stores(demo_crate) as (_, tantivy, qdrant):
+        assert tantivy.search("retry_failed_upload")[0].path == "src/net.rs"
+        assert qdrant.count() == tantivy.count() == stats.chunks_total == 45

@@ -88,6 +88,24 @@ def test_tantivy_delete_by_file_and_reopen(tantivy, tmp_path):
     assert symbols(reopened.search("read string"))[0] == "demo::read_to_string"
 
 
+def test_a_commit_finishes_its_merges_and_frees_the_writer(tmp_path):
+    """Tantivy merges 8 segments of one size into one after a commit; commit() waits for it, so
+    the index a run leaves is the merged one, and the next writer (another run) can start."""
+    import json
+
+    store = TantivyStore(tmp_path / "t")
+    for n in range(8):  # one segment per commit
+        store.add([chunk(f"src/f{n}.rs", f"item_{n}", f"fn item_{n}() {{}}")])
+        store.commit()
+    segments = json.loads((tmp_path / "t" / "meta.json").read_text())["segments"]
+    assert [s["max_doc"] for s in segments] == [8]
+    assert store.count() == 8 and symbols(store.search("item_5"))[0] == "demo::item_5"
+    other = TantivyStore(tmp_path / "t")
+    other.delete_files(["src/f0.rs"])  # takes the writer: not held by the committed store
+    other.commit()
+    assert store.count() == 7
+
+
 def test_a_second_writer_gets_a_clear_error(tantivy, tmp_path):
     tantivy.delete_files(["src/io.rs"])  # holds the writer
     other = TantivyStore(tmp_path / "tantivy")
