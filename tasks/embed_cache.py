@@ -39,18 +39,34 @@ class EmbeddingCache:
     def key(self, text: str) -> bytes:
         return hashlib.sha256(f"{self.model_id}\x00{text}".encode("utf-8")).digest()[:KEY_BYTES]
 
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        found: dict[bytes, np.ndarray] = {}
+    def known(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Which keys have a vector here (one bool per key); they count as used by this run."""
         unique = list(dict.fromkeys(keys))
+        present: set[bytes] = set()
         with self._lock:
             for start in range(0, len(unique), _LOOKUP_CHUNK):
                 part = unique[start : start + _LOOKUP_CHUNK]
-                rows = self._db.execute(
-                    f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})", part
-                ).fetchall()
-                for key, blob in rows:
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
-            self._used += b"".join(found)
+                query = f"SELECT key FROM vectors WHERE key IN ({','.join('?' * len(part))})"
+                present.update(key for (key,) in self._db.execute(query, part))
+            self._used += b"".join(present)
+        return np.fromiter((key in present for key in keys), dtype=bool, count=len(keys))
+
+    def read_into(self, keys: Sequence[bytes], out: np.ndarray) -> np.ndarray:
+        """Copy each key's vector into its row of `out` (float32, one row per key); returns
+        which rows were found. Reading does not count as use: known() and put_many() do."""
+        rows_of: dict[bytes, list[int]] = {}
+        for row, key in enumerate(keys):
+            rows_of.setdefault(key, []).append(row)
+        found = np.zeros(len(keys), dtype=bool)
+        unique = list(rows_of)
+        with self._lock:
+            for start in range(0, len(unique), _LOOKUP_CHUNK):
+                part = unique[start : start + _LOOKUP_CHUNK]
+                query = f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})"
+                for key, blob in self._db.execute(query, part):
+                    rows = rows_of[key]
+                    out[rows] = np.frombuffer(blob, dtype=np.float32)
+                    found[rows] = True
         return found
 
     def put_many(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:

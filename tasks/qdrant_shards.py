@@ -163,7 +163,12 @@ class ShardedStore(QdrantStore):
             by_shard.setdefault(number, []).append(position)
         self._save_map()  # before the points: the map always names every shard a file is in
         for number, positions in by_shard.items():
-            self._upsert_into(self._shard(number), [chunks[p] for p in positions], vectors[positions])
+            first, end = positions[0], positions[-1] + 1
+            if end - first == len(positions):  # new files fill shards in order: a view, not a copy
+                part_chunks, part_vectors = chunks[first:end], vectors[first:end]
+            else:
+                part_chunks, part_vectors = [chunks[p] for p in positions], vectors[positions]
+            self._upsert_into(self._shard(number), part_chunks, part_vectors)
             self._recount(number)
         self._save_map()
         return len(chunks)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +129,25 @@ class PreparedBatch:
 
 
 class EmbeddedBatch:
-    __slots__ = ("prepared", "vectors", "embedded", "reused", "seconds")
+    """A prepared batch whose every chunk has its vector in the embedding cache.
+
+    The vectors wait there, not here, until the writer reads them a slice at a time: batches
+    queue between embed and write (a warm run embeds faster than it writes), and one of 10k
+    chunks (the large corpus has them) would hold 15 MB of vectors.
+    """
+
+    __slots__ = ("prepared", "keys", "embedded", "reused", "seconds")
 
     def __init__(
         self,
         prepared: PreparedBatch,
-        vectors: np.ndarray,  # float32, shape (len(chunks), dim), row i is prepared.chunks[i]
+        keys: list[bytes],  # row i: the cache key of prepared.chunks[i]'s vector
         embedded: int = 0,  # texts the model embedded for this batch
         reused: int = 0,  # chunks whose vector came from the cache (or repeated a text of this batch)
         seconds: dict[str, float] | None = None,  # cache, embed
     ):
         self.prepared = prepared
-        self.vectors = vectors
+        self.keys = keys
         self.embedded = embedded
         self.reused = reused
         self.seconds = seconds if seconds is not None else {}

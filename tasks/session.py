@@ -249,22 +249,19 @@ def prepare(session: IndexSession, files: Sequence[SourceFile]) -> PreparedBatch
 
 
 def embed_batch(session: IndexSession, batch: PreparedBatch) -> EmbeddedBatch:
-    """Vectors for the batch's chunks: from the cache where the same text was embedded before,
-    from the model otherwise (each distinct text once), then remembered."""
-    import numpy as np
-
+    """Make sure every chunk's vector is in the cache: texts embedded before are found there,
+    the others are embedded (each distinct text once) and added."""
     started = time.perf_counter()
     chunks = batch.chunks
     keys = [session.cache.key(chunk.embed_text) for chunk in chunks]
-    cached = session.cache.get_many(keys)
-    missing: dict[bytes, int] = {}  # key -> index of the first chunk with that text
+    known = session.cache.known(keys)
+    missing: dict[bytes, int] = {}  # key -> the first chunk with that text
     for index, key in enumerate(keys):
-        if key not in cached and key not in missing:
+        if not known[index] and key not in missing:
             missing[key] = index
     progress.chunks_embedded(len(chunks) - len(missing))  # cache hits and repeated texts
     lookup_seconds = time.perf_counter() - started
 
-    fresh: dict[bytes, np.ndarray] = {}
     embed_seconds = 0.0
     if missing:
         texts = [chunks[i].embed_text for i in missing.values()]
@@ -273,31 +270,37 @@ def embed_batch(session: IndexSession, batch: PreparedBatch) -> EmbeddedBatch:
             started = time.perf_counter()
             vectors = model.embed(texts, lengths, on_progress=progress.chunks_embedded)
             embed_seconds = time.perf_counter() - started
-        fresh = dict(zip(missing, vectors))
-        session.cache.put_many(fresh.items())
-
-    out = np.empty((len(chunks), session.dim), dtype=np.float32)
-    for index, key in enumerate(keys):
-        out[index] = cached[key] if key in cached else fresh[key]
+        session.cache.put_many(zip(missing, vectors))
     return EmbeddedBatch(
-        batch, out, embedded=len(missing), reused=len(chunks) - len(missing),
+        batch, keys, embedded=len(missing), reused=len(chunks) - len(missing),
         seconds={"cache": lookup_seconds, "embed": embed_seconds},
     )  # fmt: skip
 
 
 # --- write: the single writer ------------------------------------------------------------------
 
+WRITE_ROWS = 1024  # vectors read from the cache per Qdrant write: 1.5 MB at 384 dimensions
+
 
 def write_batch(session: IndexSession, batch: EmbeddedBatch) -> BatchOutcome:
     """Add the batch to both stores. The Tantivy writer is only ever used from here and commit."""
+    import numpy as np
+
     started = time.perf_counter()
     session.tantivy.add(batch.chunks)
-    tantivy_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    session.qdrant.upsert(batch.chunks, batch.vectors)
-    qdrant_seconds = time.perf_counter() - started
+    seconds = {"tantivy": time.perf_counter() - started, "cache": 0.0, "qdrant": 0.0}
+    for start in range(0, len(batch.chunks), WRITE_ROWS):
+        keys = batch.keys[start : start + WRITE_ROWS]
+        started = time.perf_counter()
+        vectors = np.empty((len(keys), session.dim), dtype=np.float32)
+        if not session.cache.read_into(keys, vectors).all():
+            raise RuntimeError(f"the embedding cache {session.cache.path} lost vectors during the run; run again")
+        seconds["cache"] += time.perf_counter() - started
+        started = time.perf_counter()
+        session.qdrant.upsert(batch.chunks[start : start + WRITE_ROWS], vectors)
+        seconds["qdrant"] += time.perf_counter() - started
     progress.files_done(len(batch.prepared.files))
-    return outcome_of(batch, {"tantivy": tantivy_seconds, "qdrant": qdrant_seconds})
+    return outcome_of(batch, seconds)
 
 
 def outcome_of(batch: EmbeddedBatch, write_seconds: dict[str, float]) -> BatchOutcome:

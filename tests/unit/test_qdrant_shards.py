@@ -125,3 +125,20 @@ def test_a_store_of_other_dimensions_is_refused(sharded):
     sharded.delete_collection()
     assert not sharded.exists() and sharded.count() == 0 and sharded.ids() == set()
     assert sharded.search(VECTORS[0]) == sharded.search(VECTORS[0], paths=["src/m0.rs"]) == []
+
+
+def test_a_batch_that_mixes_shards_puts_each_vector_with_its_chunk(sharded):
+    """Rows of a file already in shard 0 around a new file's row (the new file goes to the last
+    shard): each shard gets its own rows, with their own vectors."""
+    new = chunk("src/new.rs", "fresh", "fn fresh() {}")
+    sharded.upsert([CHUNKS[0], new, CHUNKS[1]], VECTORS[[5, 6, 7]])
+    vectors = {
+        p.payload["symbol"]: np.asarray(p.vector)
+        for path in ("src/m0.rs", "src/new.rs")
+        for p in sharded.points_of(path, with_vectors=True)
+    }
+    assert set(vectors) == {"demo::f0_0", "demo::f0_1", "demo::fresh"}
+    assert np.allclose(vectors["demo::f0_0"], VECTORS[5]) and np.allclose(vectors["demo::f0_1"], VECTORS[7])
+    assert np.allclose(vectors["demo::fresh"], VECTORS[6])
+    assert shard_of_each_file(sharded)["src/m0.rs"] == {0} and sharded.map.files["src/new.rs"] == 4
+    assert sharded.count() == len(CHUNKS) + 1
