@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-
 @dataclass(frozen=True, slots=True)
 class SourceFile:
     """A `.rs` file found under the code base root."""

@@ -67,10 +67,11 @@ def _analyzers() -> dict[str, tantivy.TextAnalyzer]:
 
 
 # Terms are indexed with their frequencies but not their positions: every query is built of
-# term queries (build_query), none is a phrase. Large corpus, Tantivy alone: 98 MB instead of
-# 115, 25.5 s of CPU instead of 29.2, the same hits; segments fill later, so its 245k chunks
-# end in 7 segments of about 35k instead of 8, and the merge of all 8 into one (which maps the
-# whole index, see commit()) does not come.
+# term queries (build_query), none is a phrase, and BM25 needs only frequencies (the search
+# evaluation, tests/benchmarks/search_quality.py, scored the same to the third decimal). Large
+# corpus, Tantivy alone: 98 MB instead of 115, 25.5 s of CPU instead of 29.2; segments fill
+# later, so its 245k chunks end in 7 segments of about 35k, and the merge that took eight of
+# them into one (mapping the whole index, see commit()) does not come at this size.
 INDEXED = "freq"
 
 
