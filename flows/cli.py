@@ -7,8 +7,10 @@ RCI_DEBUG=1 restores Prefect's logging and shows tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -124,7 +126,7 @@ def _run_index(request):
         from flows.index import index_codebase
         from flows.temporary_server import temporary_prefect_server
 
-        with temporary_prefect_server(), progress_bar() as sink, reporting_to(sink):
+        with terminate_as_interrupt(), temporary_prefect_server(), progress_bar() as sink, reporting_to(sink):
             return index_codebase(**request.model_dump())
     except NoRustFiles as error:  # the files went away since the CLI looked
         _fail(str(error), EXIT_USAGE)
@@ -134,6 +136,21 @@ def _run_index(request):
         if _debug():
             raise
         _fail(_one_line(error))
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """`kill` (SIGTERM) ends a run as Ctrl-C does: the with-blocks unwind, so Prefect's temporary
+    server stops with the run (by default it went on running, orphaned) and bulk mode is restored."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(error: BaseException) -> str:

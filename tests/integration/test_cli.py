@@ -5,6 +5,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +135,34 @@ def test_without_a_prefect_server_the_output_is_still_clean(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr
     assert not NOISE.search(result.stdout + result.stderr), result.stdout + result.stderr
     assert "1 found: 1 indexed" in result.stdout
+
+
+def test_a_killed_run_stops_its_temporary_server(demo_crate, data_dir, tmp_path):
+    """SIGTERM (`kill`, a service manager, a CI timeout) unwinds the run like Ctrl-C: the
+    Prefect server it started goes with it instead of running on."""
+    import signal
+
+    import psutil
+
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    run = subprocess.Popen(
+        [str(Path(sys.executable).parent / "rci"), "index", str(demo_crate), "--reembed"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    servers: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while not servers and run.poll() is None and time.monotonic() < deadline:
+        servers = [c for c in psutil.Process(run.pid).children() if "uvicorn" in " ".join(c.cmdline())]
+        time.sleep(0.05)
+    assert servers, "the run started no temporary server"
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    _, alive = psutil.wait_procs(servers, timeout=15)
+    for orphan in alive:
+        orphan.kill()
+    assert not alive, "the temporary server outlived the run"
+    assert run.returncode == 130 and "interrupted" in stderr, stderr
 
 
 TEMPORARY_SERVER_SCRIPT = """
