@@ -12,7 +12,7 @@ import hashlib
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -44,10 +44,7 @@ class EmbeddingCache:
         unique = list(dict.fromkeys(keys))
         present: set[bytes] = set()
         with self._lock:
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                part = unique[start : start + _LOOKUP_CHUNK]
-                query = f"SELECT key FROM vectors WHERE key IN ({','.join('?' * len(part))})"
-                present.update(key for (key,) in self._db.execute(query, part))
+            present.update(key for (key,) in self._rows("key", unique))
             self._used += b"".join(present)
         return np.fromiter((key in present for key in keys), dtype=bool, count=len(keys))
 
@@ -60,14 +57,17 @@ class EmbeddingCache:
         found = np.zeros(len(keys), dtype=bool)
         unique = list(rows_of)
         with self._lock:
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                part = unique[start : start + _LOOKUP_CHUNK]
-                query = f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})"
-                for key, blob in self._db.execute(query, part):
-                    rows = rows_of[key]
-                    out[rows] = np.frombuffer(blob, dtype=np.float32)
-                    found[rows] = True
+            for key, blob in self._rows("key, vector", unique):
+                rows = rows_of[key]
+                out[rows] = np.frombuffer(blob, dtype=np.float32)
+                found[rows] = True
         return found
+
+    def _rows(self, columns: str, keys: list[bytes]) -> Iterator[tuple]:
+        """`columns` of the rows with these keys, asked for in chunks (with the lock held)."""
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            part = keys[start : start + _LOOKUP_CHUNK]
+            yield from self._db.execute(f"SELECT {columns} FROM vectors WHERE key IN ({','.join('?' * len(part))})", part)
 
     def put_many(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
         rows = [(key, np.ascontiguousarray(vector, dtype=np.float32).tobytes()) for key, vector in items]
