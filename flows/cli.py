@@ -191,6 +191,8 @@ def search(path: str, query: str, limit: int, engine: str, kinds: tuple[str, ...
             raise
         _fail(_one_line(error))
     if as_json:
+        for note in results.notes:
+            click.echo(f"note: {note}", err=True)
         click.echo(json.dumps([result.to_json() for result in results], indent=2))
         return
     from flows.report import print_results
@@ -221,7 +223,7 @@ def status(path: str, as_json: bool) -> None:
         from flows.report import print_status
 
         print_status(info)
-    if info.indexed and not info.stores_agree:
+    if info.indexed and info.stores_agree is False:
         sys.exit(EXIT_FAILED)
 
 

@@ -5,14 +5,13 @@
                     +-- deleted/modified files: delete their chunks -+
     force reindex or first run: clear stores, enter bulk mode ........ exit bulk mode (always)
 
-One run per code base at a time (Prefect concurrency limit + a lock in the data folder).
+One run per code base at a time (a lock in the data folder, then a Prefect concurrency limit).
 How batches move through read/parse/chunk, embed and write is the mode (flows/modes.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Iterator
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.runtime import deployment, flow_run
@@ -28,15 +28,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.modes import run_mode
 from tasks import dag, progress
 from tasks.bulk import recover_bulk_mode
+from tasks.commit import save_unfinished
 from tasks.discover import Discovery
-from tasks.lock import CodebaseBusy, codebase_lock
+from tasks.lock import codebase_lock
 from tasks.merkle import diff
 from tasks.params import Directory, ForceReembed, ForceReindex, IndexingMode, Mode, documented_parameters
-from tasks.qdrant_store import QdrantStore
 from tasks.resources import PeakRss, tune_malloc
 from tasks.session import IndexSession, plan_for_run
 from tasks.settings import CodebaseLayout, Settings, load_settings
 from tasks.stats import IndexStats, StageClock
+from tasks.vector_store import open_for_run
 
 tune_malloc()  # before the run starts its threads (tasks/resources.py says why)
 
@@ -54,8 +55,7 @@ def restore_bulk_mode(flow, run, state) -> None:
     layout = CodebaseLayout.for_root(Path(directory), settings)
     if not layout.bulk_state_path.exists():
         return
-    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    store = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key)
+    store = open_for_run(layout, settings)
     try:
         recover_bulk_mode(store, layout.bulk_state_path)
     finally:
@@ -94,16 +94,14 @@ def index_codebase(
         )
         stats.skip(found.skipped)
 
-        with one_run_at_a_time(layout, settings):
+        with one_run_at_a_time(layout, settings), progress_file(layout):
             index = dag.open_index(layout, settings, plan, force, force_reembed)
             rss.watch(index.worker_pids)
             try:
-                with bulk_mode(index, stats):
+                with bulk_mode(index, stats, clock):
                     _index_changes(index, found, stats, clock, started)
                 stats.chunks_total = index.tantivy.count()
-                note = index.qdrant.size_note(stats.chunks_total)
-                if note:
-                    stats.notes.append(note)
+                stats.notes += index.notes
             finally:
                 index.close()
 
@@ -136,6 +134,8 @@ def _index_changes(index: IndexSession, found: Discovery, stats: IndexStats, clo
     changes = diff(index.previous, current)
     stats.files_unchanged, stats.files_deleted = len(changes.unchanged), len(changes.deleted)
     stats.skip(changes.still_failing)
+    if not index.fresh:  # a first or forced run that dies starts over anyway
+        save_unfinished(index.layout, changes.to_remove)
     clock.merge(dag.remove_files(index, changes.to_remove))
 
     to_index = set(changes.to_index)
@@ -147,63 +147,78 @@ def _index_changes(index: IndexSession, found: Discovery, stats: IndexStats, clo
         index.release_batch_resources()
         snapshot = current.after_run(failures + changes.still_failing)
         dag.commit_index(index, snapshot, prune_cache=index.fresh)
+    if not index.fresh and not changes.nothing_to_do:
+        with clock.time("optimize"):  # a first or forced load builds its graph at bulk exit
+            dag.keep_searchable(index)
 
 
 @contextlib.contextmanager
-def bulk_mode(index: IndexSession, stats: IndexStats) -> Iterator[None]:
+def bulk_mode(index: IndexSession, stats: IndexStats, clock: StageClock) -> Iterator[None]:
     """Bulk mode around a load into empty stores, exited whatever happens inside."""
     state = dag.enter_bulk_mode(index) if index.fresh else None
     try:
         yield
     finally:
         if state is not None:
-            dag.exit_bulk_mode(index, state)
-            if state.note:
-                stats.notes.append(state.note)
+            progress.stage("optimize")
+            with clock.time("optimize"):
+                dag.exit_bulk_mode(index, state)
+            stats.notes.append(state.note)
+
+
+@contextlib.contextmanager
+def progress_file(layout: CodebaseLayout) -> Iterator[None]:
+    """run.json: how far the run has got, for `rci status` and the MCP server, while it runs."""
+    record = progress.RunFile(layout.run_path)
+    try:
+        with progress.also_reporting_to(record):
+            yield
+    finally:
+        record.remove()
 
 
 @contextlib.contextmanager
 def one_run_at_a_time(layout: CodebaseLayout, settings: Settings) -> Iterator[None]:
-    """Prefect's global concurrency limit for this code base (a waiting run shows as such in
-    the UI), then the data folder's lock (which also covers CLI runs and other servers)."""
-    name = f"rci-index-{layout.codebase_id}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.upsert_global_concurrency_limit_by_name(name, 1)
-        except ObjectAlreadyExists:  # created by a run that started at the same moment
-            pass
+    """The data folder's lock first (it covers CLI runs and every Prefect server, and the kernel
+    drops it when its holder dies, SIGKILL included), then Prefect's concurrency slot for the
+    code base, which shows in the UI which code bases are being indexed. Holding the lock, no
+    live run can hold the slot: one still taken is left by a run that died, and is freed."""
     label = f"flow run '{flow_run.name}'" + (f" of deployment '{deployment.name}'" if deployment.name else "")
-
     logger = get_run_logger()
 
     def waiting(holder: str) -> None:
         progress.stage("waiting")
         logger.info("waiting for %s to finish with %s", holder, layout.root)
 
-    def say_if_waiting() -> None:
-        # Prefect's acquire blocks silently; a run that waits for another says so (log and UI).
-        with get_client(sync_client=True) as client:
-            if client.read_global_concurrency_limit_by_name(name).active_slots > 0:
-                waiting(f"another run (Prefect concurrency limit {name})")
-
     with contextlib.ExitStack() as held:
-        check = threading.Timer(2.0, say_if_waiting)
-        check.start()
-        try:
-            held.enter_context(concurrency(name, occupy=1, timeout_seconds=settings.lock_wait_seconds, strict=True))
-        except TimeoutError:
-            raise CodebaseBusy(
-                f"another run is indexing {layout.root} (Prefect concurrency limit {name}); waited "
-                f"{settings.lock_wait_seconds:.0f} s (RCI_LOCK_WAIT_SECONDS), try again when it has finished"
-            ) from None
-        finally:
-            check.cancel()
         held.enter_context(codebase_lock(layout.lock_path, settings.lock_wait_seconds, label, on_wait=waiting))
+        held.enter_context(prefect_slot(f"rci-index-{layout.codebase_id}"))
         logger.info("holding %s: no other run writes its index until this one ends", layout.root)
         try:
             yield
         finally:
             logger.info("released %s", layout.root)
+
+
+@contextlib.contextmanager
+def prefect_slot(name: str) -> Iterator[None]:
+    """Prefect's global concurrency limit `name` (limit 1), held for the run. Only called with
+    the code base's lock held, so it never has to wait for a live run."""
+    logger = get_run_logger()
+    with get_client(sync_client=True) as client:
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, 1)
+        except ObjectAlreadyExists:  # created by a run that started at the same moment
+            pass
+        if client.read_global_concurrency_limit_by_name(name).active_slots > 0:
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+            logger.info("freed Prefect concurrency slot %s: the run that held it is gone", name)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(concurrency(name, occupy=1, timeout_seconds=30, strict=True))
+        except TimeoutError:  # the lock is what keeps runs apart: the slot only shows it
+            logger.warning("could not take Prefect concurrency slot %s; indexing without it", name)
+        yield
 
 
 def _last_run(stats: IndexStats, seconds: float) -> dict:

@@ -123,6 +123,7 @@ MODES: dict[str, Callable[[IndexSession, Sequence[SourceFile], _Tally], None]] =
 def run_mode(index: IndexSession, files: Sequence[SourceFile], stats: IndexStats, clock: StageClock) -> list[FileIssue]:
     """Index `files` in the session's planned mode; returns the files that failed."""
     progress.files_planned(len(files))
+    progress.stage("index")
     tally = _Tally(stats, clock)
     MODES[index.plan.mode](index, files, tally)
     return tally.failures

@@ -15,6 +15,7 @@ from tasks.stats import IndexStats
 from tasks.status import IndexStatus
 
 out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 MAX_LISTED = 10
 
 _STAGE_LABELS = {
@@ -23,7 +24,9 @@ _STAGE_LABELS = {
     "parse": "Parsing",
     "embed": "Embedding",
     "write": "Writing",
+    "index": "Indexing",
     "commit": "Committing",
+    "optimize": "Building graphs",
     "waiting": "Waiting (another run)",
 }
 
@@ -129,6 +132,8 @@ def _listed(label: str, lines: list[str]) -> None:
 
 
 def print_results(results: list[SearchResult]) -> None:
+    for note in getattr(results, "notes", []):
+        err.print(f"note: {note}", markup=False)
     if not results:
         out.print("no results")
         return
@@ -138,16 +143,32 @@ def print_results(results: list[SearchResult]) -> None:
         out.print(f"{location}  {result.symbol}  {result.kind}  {result.score:.4f}{stale}", markup=False)
 
 
+def _progress(progress: dict) -> str:
+    if not progress:
+        return ""
+    return (
+        f": {progress.get('stage', '?')}, {progress.get('files_done', 0):,}/{progress.get('files_planned', 0):,} files, "
+        f"{progress.get('chunks_embedded', 0):,}/{progress.get('chunks_planned', 0):,} chunks embedded"
+    )
+
+
 def print_status(info: IndexStatus) -> None:
     if not info.indexed:
         out.print(f"{info.directory} is not indexed yet; run `rci index {info.directory}`", markup=False)
+        if info.running:
+            out.print(f"  running       {info.running}{_progress(info.progress)}", markup=False)
         return
-    agree = "yes" if info.stores_agree else f"NO: {info.disagreement}"
     run = info.last_run
     out.print(f"{info.directory}", markup=False)
+    if info.running:
+        out.print(f"  running       {info.running}{_progress(info.progress)}", markup=False)
     out.print(f"  files         {info.files:,}")
-    out.print(f"  chunks        {info.chunks_tantivy:,} in Tantivy, {info.chunks_qdrant:,} in Qdrant ({info.qdrant})")
-    out.print(f"  stores agree  {agree}", markup=False)
+    if info.chunks_qdrant is None:
+        out.print(f"  chunks        {info.chunks_tantivy:,} in Tantivy (Qdrant {info.qdrant} not counted)", markup=False)
+    else:
+        agree = "yes" if info.stores_agree else f"NO: {info.disagreement}"
+        out.print(f"  chunks        {info.chunks_tantivy:,} in Tantivy, {info.chunks_qdrant:,} in Qdrant ({info.qdrant})")
+        out.print(f"  stores agree  {agree}", markup=False)
     out.print(f"  model         {info.model} ({info.model_source})", markup=False)
     if run:
         out.print(

@@ -5,7 +5,8 @@ does so lives in `prefect.server.api.server`, and importing it loads the whole s
 (FastAPI, SQLAlchemy, its models) into the indexing process: +76 MB of peak RSS in every
 run, for code that only runs in the other process. This starts the same subprocess (uvicorn
 and Prefect's app factory, as Prefect 3.8's SubprocessASGIServer does) and points this
-process at it. If it cannot start, Prefect is left to start its own, as before.
+process at it. If it cannot start, Prefect is left to start its own, as before. The server
+exits with the run however the run ends, SIGKILL included (it watches its parent).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 STARTUP_SECONDS = 60.0  # a cold start on 2 busy cores took about 7 s
@@ -44,11 +44,7 @@ def temporary_prefect_server() -> Iterator[str | None]:
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
     }
-    command = [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent),
-        "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "error", "--lifespan", "on",
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "flows.temporary_server", str(port)]
     server = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not _wait_until_healthy(server, url):
@@ -111,3 +107,19 @@ def _wait_until_healthy(server: subprocess.Popen, url: str) -> bool:
                     return True
             time.sleep(0.1)
     return False
+
+
+def serve(port: int) -> None:
+    """The server process: Prefect's app on loopback until the run that started it is gone."""
+    import uvicorn
+
+    from tasks.resources import exit_with_parent
+
+    exit_with_parent(interval=0.2)
+    uvicorn.run(
+        "prefect.server.api.server:create_app", factory=True, host="127.0.0.1", port=port, log_level="error", lifespan="on"
+    )
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

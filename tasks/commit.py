@@ -1,8 +1,16 @@
-"""Commit: Tantivy commit, Qdrant writes acknowledged, then the manifest, then the snapshot.
+"""Commit: Tantivy committed, the vector store flushed, then the manifest, then the snapshot.
 
 The order is the point. The snapshot says "these files are in both stores", so it is saved
 last: if anything before it fails, the next run diffs against the previous snapshot and
 redoes the same files (deletes by file, deterministic ids: redoing is harmless).
+
+A run that dies can leave the stores apart: the vector store's write-ahead log keeps writes
+that Tantivy, uncommitted, drops. So before a run changes the stores it records which files
+it changes (`unfinished.json`), and the next run redoes those too, even a file that has been
+put back as it was since (tasks/merkle.py, Snapshot.doubting); a run that starts over records
+that, and the next one starts over too. The commit removes the record. The last commit's
+manifest and snapshot stay meanwhile, so searches keep answering from the last committed
+Tantivy index while a run rebuilds it.
 """
 
 from __future__ import annotations
@@ -14,10 +22,11 @@ from pathlib import Path
 
 from tasks.chunk import CHUNKER_VERSION
 from tasks.embed import ModelSpec
+from tasks import checkpoints
 from tasks.merkle import Snapshot, save_snapshot, write_atomic
-from tasks.qdrant_store import QdrantStore
 from tasks.settings import CodebaseLayout
 from tasks.tantivy_store import SCHEMA_VERSION, TantivyStore
+from tasks.vector_store import VectorStore
 
 
 @dataclass(slots=True)
@@ -78,16 +87,52 @@ def incompatibility(existing: Manifest, wanted: Manifest) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """What a run that did not reach its commit was changing."""
+
+    start_over: bool = False  # it was rebuilding everything
+    files: tuple[str, ...] = ()
+
+
+def save_unfinished(layout: CodebaseLayout, rel_paths: list[str] = (), start_over: bool = False) -> None:
+    """Before the stores change: these files (or everything) may be half-written if the run dies."""
+    if not rel_paths and not start_over:
+        return
+    earlier = load_unfinished(layout)
+    record = {"start_over": start_over or earlier.start_over, "files": sorted(set(rel_paths) | set(earlier.files))}
+    write_atomic(layout.unfinished_path, json.dumps(record))
+
+
+def load_unfinished(layout: CodebaseLayout) -> Unfinished:
+    try:
+        data = json.loads(layout.unfinished_path.read_text(encoding="utf-8"))
+        return Unfinished(bool(data.get("start_over")), tuple(data.get("files", ())))
+    except FileNotFoundError:
+        return Unfinished()
+    except (OSError, ValueError, TypeError, AttributeError):
+        return Unfinished(start_over=True)  # unreadable: trust nothing
+
+
+def rebuild_advice(layout: CodebaseLayout) -> str:
+    return (
+        f"rebuild it with `rci index {layout.root} --force` (vectors of unchanged text come from the "
+        "embedding cache: nothing is embedded again)"
+    )
+
+
 def commit_index(
     tantivy: TantivyStore,
-    qdrant: QdrantStore,
+    vectors: VectorStore,
     layout: CodebaseLayout,
     manifest: Manifest,
     snapshot: Snapshot,
 ) -> None:
     tantivy.commit()
-    # Qdrant upserts and deletes were sent with wait=True: each returned only once applied.
-    # Reading the count back proves the collection answers before the snapshot says so.
-    qdrant.count()
+    checkpoints.reached("commit:tantivy")
+    vectors.commit()
+    checkpoints.reached("commit:vectors")
     save_manifest(layout.manifest_path, manifest)
+    checkpoints.reached("commit:manifest")
     save_snapshot(layout.snapshot_path, snapshot)
+    layout.unfinished_path.unlink(missing_ok=True)

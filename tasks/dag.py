@@ -43,12 +43,17 @@ def hash_files(
 
 @retried(name="bulk-enter")
 def enter_bulk_mode(index: session.IndexSession) -> bulk.BulkState:
-    return bulk.enter_bulk_mode(index.qdrant, index.layout.bulk_state_path)
+    return bulk.enter_bulk_mode(index.vectors, index.layout.bulk_state_path)
 
 
 @retried(name="bulk-exit")
 def exit_bulk_mode(index: session.IndexSession, state: bulk.BulkState) -> None:
-    bulk.exit_bulk_mode(index.qdrant, state, index.layout.bulk_state_path)
+    bulk.exit_bulk_mode(index.vectors, state, index.layout.bulk_state_path)
+
+
+@node(name="optimize")
+def keep_searchable(index: session.IndexSession) -> None:
+    index.vectors.keep_searchable()
 
 
 @node(name="remove-files")
@@ -83,6 +88,6 @@ def write_batch(index: session.IndexSession, batch: EmbeddedBatch) -> BatchOutco
 
 @retried(name="commit")
 def commit_index(index: session.IndexSession, snapshot: merkle.Snapshot, prune_cache: bool) -> None:
-    commit.commit_index(index.tantivy, index.qdrant, index.layout, index.manifest, snapshot)
+    commit.commit_index(index.tantivy, index.vectors, index.layout, index.manifest, snapshot)
     if prune_cache:
         index.cache.prune_unused()

@@ -32,6 +32,21 @@ def holder_of(lock_path: Path) -> str:
     return f"{info.get('label', 'a run')} (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
 
 
+def run_in_progress(lock_path: Path) -> str | None:
+    """Who is indexing this code base now (from the lock's holder), or None when nobody is."""
+    lock_path = Path(lock_path)
+    if not lock_path.exists():
+        return None
+    fd = os.open(lock_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return holder_of(lock_path)
+    finally:
+        os.close(fd)
+    return None
+
+
 @contextlib.contextmanager
 def codebase_lock(
     lock_path: Path, wait_seconds: float, label: str, on_wait: Callable[[str], None] | None = None

@@ -56,6 +56,17 @@ class Snapshot:
         drop = set(rel_paths)
         return Snapshot({p: leaf for p, leaf in self.leaves.items() if p not in drop}, dict(self.failed))
 
+    def doubting(self, rel_paths: Iterable[str]) -> Snapshot:
+        """These files count as changed (a run that died was changing them): the next diff
+        rehashes them and finds them modified, or deleted when they are gone."""
+        leaves = dict(self.leaves)
+        failed = dict(self.failed)
+        for path in rel_paths:
+            if path in leaves or path in failed:
+                failed.pop(path, None)
+            leaves[path] = Leaf(path, -1, -1, "")
+        return Snapshot(leaves, failed)
+
     def after_run(self, issues: Iterable[FileIssue]) -> Snapshot:
         """The snapshot to save: files that failed leave the leaves; those failing by content are remembered."""
         issues = list(issues)
@@ -212,20 +223,19 @@ def save_snapshot(path: Path, snapshot: Snapshot) -> None:
     write_atomic(Path(path), json.dumps(payload, separators=(",", ":")))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
+    """Write to a temporary file beside `path`, flush it to disk (unless not `durable`: a
+    progress record), then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-def remove_snapshot(path: Path) -> None:
-    Path(path).unlink(missing_ok=True)

@@ -45,7 +45,6 @@ class Plan:
     hash_workers: int  # threads hashing changed files
     tantivy_heap_bytes: int
     tantivy_threads: int
-    qdrant_batch: int  # points per upsert call
 
     def describe(self) -> dict:
         return asdict(self)
@@ -93,12 +92,6 @@ def recommend(files: int, total_bytes: int = 0, machine: Machine | None = None, 
     # per thread is what keeps a large code base's run at a medium one's memory.
     tantivy_threads = 1 if files < 1000 or cores < 4 else 2
     tantivy_heap = TANTIVY_HEAP_PER_THREAD * tantivy_threads
-    # Qdrant upserts: the embedded store ran 958-994 points/s at 64-1,024 per call (flat);
-    # a server saves round trips with bigger calls (the seed plan's Task 3.2 table).
-    estimated_chunks = files * 30
-    qdrant_batch = 64 if estimated_chunks < 1000 else 128 if estimated_chunks < 10_000 else 256
-    if estimated_chunks >= 50_000:
-        qdrant_batch = 512
     return Plan(
         mode=chosen,
         reason=reason,
@@ -111,5 +104,4 @@ def recommend(files: int, total_bytes: int = 0, machine: Machine | None = None, 
         hash_workers=1 if chosen == "sequential" else min(cores * 2, 8),
         tantivy_heap_bytes=int(tantivy_heap),
         tantivy_threads=tantivy_threads,
-        qdrant_batch=qdrant_batch,
     )

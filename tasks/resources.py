@@ -8,11 +8,14 @@ are not the run's and are not counted.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import subprocess
 import threading
-from typing import Callable, Iterable
+import time
+from typing import Callable, Iterable, Iterator
 
 import psutil
 
@@ -51,7 +54,7 @@ class PeakRss:
     def _measure(self) -> None:
         try:
             total = self._process.memory_info().rss
-            for pid in list(self._worker_pids()):
+            for pid in [*self._worker_pids(), *_run_children]:
                 try:
                     total += psutil.Process(pid).memory_info().rss
                 except psutil.Error:
@@ -107,3 +110,52 @@ def return_freed_memory() -> None:
         _libc().malloc_trim(0)
     except (AttributeError, OSError):  # not glibc
         pass
+
+
+def exit_with_parent(interval: float = 0.5) -> None:
+    """End this process soon after the process that started it is gone, however it went (a
+    SIGKILL leaves no chance to stop children): for the run's parse workers and Prefect's
+    temporary server, which would otherwise live on, orphaned."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:  # reparented: the parent died
+                os._exit(0)
+
+    threading.Thread(target=watch, name="rci-exit-with-parent", daemon=True).start()
+
+
+def die_with_parent() -> None:
+    """For a child whose main thread stays inside native code (Qdrant Edge's optimize() holds
+    the GIL, so no watching thread could run): the kernel kills it when its parent dies (Linux's
+    PR_SET_PDEATHSIG); elsewhere, a watching thread, which runs once the native call returns."""
+    try:
+        libc = _libc()
+        if libc.prctl(1, 9, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG, SIGKILL
+            if os.getppid() == 1:  # the parent died before the call
+                os._exit(0)
+            return
+    except (AttributeError, OSError):
+        pass
+    exit_with_parent()
+
+
+# Processes a run starts for a while (the vector store's graph builder): counted in its peak RSS.
+_run_children: set[int] = set()
+
+
+@contextlib.contextmanager
+def child_process(command: list[str]) -> Iterator[subprocess.Popen]:
+    """A child that belongs to the run: counted in PeakRss while it lives, killed if the run
+    stops waiting for it (an exception, Ctrl-C)."""
+    child = subprocess.Popen(command)
+    _run_children.add(child.pid)
+    try:
+        yield child
+    finally:
+        _run_children.discard(child.pid)
+        if child.poll() is None:
+            child.kill()
+            child.wait()

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tasks.commit import Manifest, incompatibility, load_manifest
-from tasks.embed import Embedder
+from tasks.commit import Manifest, incompatibility, load_manifest, rebuild_advice
+from tasks.embed import load_query_encoder
 from tasks.merkle import load_snapshot
-from tasks.qdrant_store import QdrantStore
 from tasks.settings import CodebaseLayout, Settings, load_settings
 from tasks.tantivy_store import TantivyStore
+from tasks.vector_store import VectorsUnavailable, open_for_reading, open_warm
 
 ENGINES = ("hybrid", "bm25", "vector")
 SNIPPET_LINES = 6
@@ -100,47 +101,77 @@ def matching_paths(paths: Iterable[str], pattern: str) -> list[str]:
     return [p for p in paths if fnmatch.fnmatchcase(p, pattern)]
 
 
+class SearchResults(list):
+    """The results, best first, and what the user should know about them (`notes`): vector
+    results missing while an index run writes the store, say."""
+
+    def __init__(self, results: Iterable[SearchResult] = (), notes: Sequence[str] = ()):
+        super().__init__(results)
+        self.notes = list(notes)
+
+
 class Searcher:
-    """Both stores and the query model of one code base, opened once for many queries.
+    """Both stores and the query model of one code base, for many queries.
 
-    keep_shards_open: the embedded store's shards stay in memory once a query has loaded them
-    (fast repeated queries); off, one shard at a time (one query: memory of one shard)."""
+    `warm`: the vector store stays open between queries (a long-lived process: the MCP
+    server, the evaluation) and is let go whenever an index run wants it; off, each query
+    opens and closes it (a one-off `rci search`). Either way the searcher reads what the last
+    committed run left: Tantivy and the snapshot are reloaded when they change."""
 
-    def __init__(
-        self,
-        root: Path,
-        settings: Settings | None = None,
-        embedder: Embedder | None = None,
-        keep_shards_open: bool = True,
-    ):
+    def __init__(self, root: Path, settings: Settings | None = None, embedder=None, warm: bool = True):
         self.settings = settings or load_settings()
         self.layout = CodebaseLayout.for_root(Path(root), self.settings)
+        self.warm = warm
+        self._embedder = embedder
+        self.kind_prior = dict(KIND_PRIOR)
+        self.test_prior = TEST_PRIOR
+        self._manifest_seen = None
+        self.tantivy: TantivyStore | None = None
+        self._warm_vectors = None
+        self._refresh()
+        self._loading: _Background | None = None
+
+    def _start_loading_model(self) -> None:
+        """The query model loads on a thread while the vector store opens."""
+        if self._embedder is None and self._loading is None:
+            self._loading = _Background(lambda: load_query_encoder(self.settings, one_off=not self.warm))
+
+    @property
+    def embedder(self):
+        """The query model, loaded on first use."""
+        if self._embedder is None:
+            self._start_loading_model()
+            self._embedder = self._loading.result()
+            self._check(load_manifest(self.layout.manifest_path))
+        return self._embedder
+
+    def _refresh(self) -> None:
+        """(Re)read the manifest, snapshot and Tantivy index when a run has committed since."""
+        try:
+            seen = self.layout.manifest_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            seen = None
+        if seen is not None and seen == self._manifest_seen:
+            return
         manifest = load_manifest(self.layout.manifest_path)
         if manifest is None:
             raise SearchError(f"{self.layout.root} has no index yet; run `rci index {self.layout.root}` first")
-        if embedder is None:
-            from tasks.session import load_embedder
-
-            embedder = load_embedder(self.settings)
-        # The same check an index run makes: another model, schema, chunker or Qdrant than the
-        # index was built with would search the wrong vectors or fields.
-        reason = incompatibility(manifest, Manifest.for_run(self.layout, embedder.spec, embedder.dim, self.settings.qdrant_url))
-        if reason:
-            raise SearchError(f"{reason}; rebuild it with `rci index {self.layout.root} --force`")
-        self.embedder = embedder
-        self.kind_prior = dict(KIND_PRIOR)
-        self.test_prior = TEST_PRIOR
+        self._check(manifest)
         self.tantivy = TantivyStore.open_existing(self.layout.tantivy_dir)
-        api_key = self.settings.qdrant_api_key.get_secret_value() if self.settings.qdrant_api_key else None
-        self.qdrant = QdrantStore.open(
-            self.layout.qdrant_dir,
-            self.layout.collection,
-            self.settings.qdrant_url,
-            api_key,
-            keep_shards_open=keep_shards_open,
-        )
         snapshot = load_snapshot(self.layout.snapshot_path)
         self.files = {p: (leaf.size, leaf.mtime_ns) for p, leaf in (snapshot.leaves.items() if snapshot else [])}
+        self._manifest_seen = seen
+
+    def _check(self, manifest: Manifest) -> None:
+        """The same check an index run makes: another model, schema, chunker or Qdrant than the
+        index was built with would search the wrong vectors or fields."""
+        from tasks.embed import resolve_model
+
+        spec = self._embedder.spec if self._embedder is not None else resolve_model(self.settings)
+        dim = self._embedder.dim if self._embedder is not None else manifest.model_dim
+        reason = incompatibility(manifest, Manifest.for_run(self.layout, spec, dim, self.settings.qdrant_url))
+        if reason:
+            raise SearchError(f"{reason}; {rebuild_advice(self.layout)}")
 
     def search(
         self,
@@ -152,7 +183,7 @@ class Searcher:
         rrf_k: int | None = None,
         bm25_candidates: int | None = None,
         vector_candidates: int | None = None,
-    ) -> list[SearchResult]:
+    ) -> SearchResults:
         """Up to `limit` items for `query`; fusion parameters default to the settings (RCI_SEARCH_*)."""
         rrf_k = rrf_k or self.settings.search_rrf_k
         bm25_candidates = bm25_candidates or self.settings.search_bm25_candidates
@@ -161,19 +192,39 @@ class Searcher:
             raise SearchError('the query is empty; say what you are looking for, e.g. `rci search . "parse arguments"`')
         if engine not in ENGINES:
             raise SearchError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+        self._refresh()
         kinds = [k.strip() for k in kinds or [] if k.strip()]
         paths = None
         if path:
             paths = matching_paths(self.files, path)
             if not paths:
-                return []
+                return SearchResults()
+        notes: list[str] = []
         rankings: list[list[_Hit]] = []
-        if engine in ("hybrid", "bm25"):
-            rankings.append([_from_tantivy(h) for h in self.tantivy.search(query, bm25_candidates, kinds, paths)])
+        vector_hits = None
         if engine in ("hybrid", "vector"):
-            vector = self.embedder.embed_query(query)
-            rankings.append([_from_payload(h.id, h.payload) for h in self.qdrant.search(vector, vector_candidates, kinds, paths)])
-        return self._merge(rankings, rrf_k, limit)
+            try:
+                vector_hits = self._vector_search(query, vector_candidates, kinds, paths)
+            except VectorsUnavailable as unavailable:
+                notes.append(str(unavailable))
+        if engine in ("hybrid", "bm25") or vector_hits is None:
+            rankings.append([_from_tantivy(h) for h in self.tantivy.search(query, bm25_candidates, kinds, paths)])
+        if vector_hits:
+            docs = self.tantivy.by_ids([hit.id for hit in vector_hits])
+            rankings.append([_from_tantivy(docs[hit.id]) for hit in vector_hits if hit.id in docs])
+        return SearchResults(self._merge(rankings, rrf_k, limit), notes)
+
+    def _vector_search(self, query: str, limit: int, kinds: list[str], paths: list[str] | None) -> list:
+        self._start_loading_model()
+        if self.warm:
+            if self._warm_vectors is None:
+                self._warm_vectors = open_warm(self.layout, self.settings)
+            return self._warm_vectors.search(self.embedder.embed_query(query), limit, kinds, paths)
+        store = open_for_reading(self.layout, self.settings)  # while the model loads
+        try:
+            return store.search(self.embedder.embed_query(query), limit, kinds, paths)
+        finally:
+            store.close()
 
     def _merge(self, rankings: list[list[_Hit]], rrf_k: int, limit: int) -> list[SearchResult]:
         """Fuse at the item level: each engine's ranking keeps an item once, at its best window's
@@ -211,7 +262,35 @@ class Searcher:
         return stale
 
     def close(self) -> None:
-        self.qdrant.close()
+        if self._loading is not None:  # a process must not exit while ONNX Runtime loads on a thread
+            self._loading.wait()
+        if self._warm_vectors is not None:
+            self._warm_vectors.close()
+            self._warm_vectors = None
+
+
+class _Background:
+    """A value computed on a thread of its own; result() waits for it (and raises what it raised)."""
+
+    def __init__(self, make):
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(make,), name="rci-load-model", daemon=True)
+        self._thread.start()
+
+    def _run(self, make) -> None:
+        try:
+            self._value = make()
+        except BaseException as error:  # handed to the caller of result()
+            self._error = error
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _best_window_per_item(ranking: list[_Hit]) -> dict[str, _Hit]:
@@ -225,13 +304,9 @@ def _from_tantivy(hit) -> _Hit:
     return _Hit(hit.id, hit.item_id, hit.path, hit.symbol, hit.kind, hit.item_start_line, hit.item_end_line, hit.code)
 
 
-def _from_payload(point_id: str, p: dict) -> _Hit:
-    return _Hit(point_id, p["item_id"], p["path"], p["symbol"], p["kind"], p["item_start_line"], p["item_end_line"], p["text"])
-
-
-def search(root: Path, query: str, settings: Settings | None = None, **options) -> list[SearchResult]:
+def search(root: Path, query: str, settings: Settings | None = None, **options) -> SearchResults:
     """One query, opening and closing everything (the CLI's path)."""
-    searcher = Searcher(root, settings, keep_shards_open=False)
+    searcher = Searcher(root, settings, warm=False)
     try:
         return searcher.search(query, **options)
     finally:

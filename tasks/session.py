@@ -13,20 +13,20 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from tasks import progress
+from tasks import checkpoints, progress
 from tasks.bulk import recover_bulk_mode
 from tasks.chunk import Chunker
-from tasks.commit import Manifest, incompatibility, load_manifest
+from tasks.commit import Manifest, incompatibility, load_manifest, load_unfinished, rebuild_advice, save_unfinished
 from tasks.embed import Embedder, ModelSpec, resolve_model
 from tasks.embed_cache import EmbeddingCache
-from tasks.merkle import Snapshot, load_snapshot, remove_snapshot
+from tasks.merkle import Snapshot, load_snapshot
 from tasks.prepare import prepare_batch
-from tasks.qdrant_store import QdrantStore, remove_embedded_store
 from tasks.recommend import Plan, recommend
 from tasks.records import EmbeddedBatch, PreparedBatch, SourceFile
 from tasks.resources import return_freed_memory
 from tasks.settings import CodebaseLayout, Settings
 from tasks.stats import BatchOutcome, FileReason
+from tasks.vector_store import VectorStore, open_for_run, remove_old_layout
 
 
 class IndexMismatch(RuntimeError):
@@ -47,7 +47,7 @@ class IndexSession:
         chunker: Chunker,
         cache: EmbeddingCache,
         tantivy,
-        qdrant: QdrantStore,
+        vectors: VectorStore,
         manifest: Manifest,
         previous: Snapshot | None,  # None: everything is indexed from scratch
     ):
@@ -60,10 +60,11 @@ class IndexSession:
         self.chunker = chunker
         self.cache = cache
         self.tantivy = tantivy
-        self.qdrant = qdrant
+        self.vectors = vectors
         self.manifest = manifest
         self.previous = previous
-        self.fresh = False  # the stores were empty or just cleared: nothing to delete first
+        self.fresh = previous is None  # the stores are empty or just cleared: nothing to delete first
+        self.notes: list[str] = []  # for the run's summary
         self._idle: queue.Queue = queue.Queue()
         for model in embedders:
             self._idle.put(model)
@@ -83,14 +84,13 @@ class IndexSession:
         return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
 
     def release_batch_resources(self) -> None:
-        """Free what only the batches used (parse workers, models and their ONNX arenas, the open
-        Qdrant shard) before the commit, whose Tantivy merge maps the index's files into memory:
-        the large corpus's run ended 541 MB high with them held (merge +113 MB on 359 MB)."""
+        """Free what only the batches used (parse workers, models and their ONNX arenas) before
+        the commit, whose Tantivy merge maps the index's files into memory: the large corpus's
+        run ended 541 MB high with them held (merge +113 MB on 359 MB)."""
         self._stop_parse_pool()
         while not self._idle.empty():
             self._idle.get_nowait()
         self.embedders.clear()
-        self.qdrant.release_memory()
         return_freed_memory()  # a model's ONNX arena: 150 MB after a batch of 64 long texts
 
     def _stop_parse_pool(self) -> None:
@@ -102,7 +102,7 @@ class IndexSession:
         self._stop_parse_pool()
         self.cache.close()
         self.tantivy.close()
-        self.qdrant.close()
+        self.vectors.close()
 
 
 def plan_for_run(settings: Settings, files: int, total_bytes: int, mode: str | None) -> Plan:
@@ -130,34 +130,46 @@ def load_embedder(settings: Settings, threads: int | None = None) -> Embedder:
 def open_session(
     layout: CodebaseLayout, settings: Settings, plan: Plan, force: bool, reembed: bool = False
 ) -> IndexSession:
-    """Load the model(s), open the cache and both stores, check the existing index can be updated."""
+    """Load the model(s), open the cache and both stores, check the existing index can be updated.
+
+    A run starts over (empty stores, everything indexed) when forced, on the first run, after
+    a run that died before its first commit, and when the vector store cannot be opened."""
     from tasks.tantivy_store import TantivyStore
 
     spec = resolve_model(settings)
     existing = load_manifest(layout.manifest_path)
     layout.data_dir.mkdir(parents=True, exist_ok=True)
-    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    if (force or existing is None) and not settings.qdrant_url:
-        # Starting over: the whole store folder is emptied, older layouts' files included (an
-        # index of schema 3 kept one unsharded store there). The last commit is forgotten first
-        # (a run that dies now starts over), once the store's lock is ours.
-        remove_embedded_store(layout.qdrant_dir, first=lambda: forget_last_commit(layout))
-    qdrant = QdrantStore.open(
-        layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key, plan.qdrant_batch, settings.qdrant_shard_points
-    )
+    embedders = [load_embedder(settings, plan.embed_threads) for _ in range(max(plan.workers, 1))]
+    dim = embedders[0].dim
+    wanted = Manifest.for_run(layout, spec, dim, settings.qdrant_url)
+    if existing is not None and not force:
+        reason = incompatibility(existing, wanted)
+        if reason:
+            raise IndexMismatch(f"{reason}; {rebuild_advice(layout)}")
+    unfinished = load_unfinished(layout)
+    previous = None if force or existing is None or unfinished.start_over else load_snapshot(layout.snapshot_path)
+    notes = []
+    if previous is None:
+        save_unfinished(layout, start_over=True)  # a run that dies from here on starts over
+        remove_old_layout(layout.data_dir)
     try:
-        embedders = [load_embedder(settings, plan.embed_threads) for _ in range(max(plan.workers, 1))]
-        wanted = Manifest.for_run(layout, spec, embedders[0].dim, settings.qdrant_url)
-        if existing is not None and not force:
-            reason = incompatibility(existing, wanted)
-            if reason:
-                raise IndexMismatch(f"{reason}; rebuild it with `rci index {layout.root} --force`")
-        previous = None if force or existing is None else load_snapshot(layout.snapshot_path)
+        vectors = open_for_run(layout, settings, dim, start_over=previous is None)
+    except (OSError, RuntimeError) as error:
+        if previous is None or "in use by" in str(error):
+            raise
+        # A damaged store (a disk that filled, a file removed by hand): rebuild both, from the cache.
+        notes.append(f"the vector store could not be opened ({' '.join(str(error).split())[:200]}); rebuilt the index")
+        previous = None
+        save_unfinished(layout, start_over=True)
+        vectors = open_for_run(layout, settings, dim, start_over=True)
+    try:
+        if previous is not None:
+            previous = previous.doubting(unfinished.files)
         tantivy = TantivyStore(
             layout.tantivy_dir, plan.tantivy_heap_bytes, plan.tantivy_threads, starting_over=previous is None
         )
     except BaseException:
-        qdrant.close()
+        vectors.close()
         raise
     tokenizer = embedders[0].tokenizer()
     chunker = Chunker(
@@ -166,16 +178,14 @@ def open_session(
         overlap_lines=settings.window_overlap_lines,
     )
     cache = EmbeddingCache(layout.cache_path, spec.model_id)
-    session = IndexSession(layout, settings, plan, spec, embedders, chunker, cache, tantivy, qdrant, wanted, previous)
+    session = IndexSession(layout, settings, plan, spec, embedders, chunker, cache, tantivy, vectors, wanted, previous)
+    session.notes += notes
     try:
         if reembed:
             cache.clear()
-        recover_bulk_mode(qdrant, layout.bulk_state_path)
+        recover_bulk_mode(vectors, layout.bulk_state_path)
         if previous is None:
-            # Force, first run, or a run that died before its first commit: start from empty stores.
-            clear_index(session)
-        else:
-            qdrant.ensure_collection(embedders[0].dim)
+            tantivy.delete_all()  # the vector store was created empty
         if plan.parse_processes > 0:
             session._parse_pool = ProcessPoolExecutor(
                 max_workers=plan.parse_processes,
@@ -188,22 +198,6 @@ def open_session(
     return session
 
 
-def clear_index(session: IndexSession) -> None:
-    """Empty both stores. The snapshot and manifest go first: a run that dies now starts over."""
-    forget_last_commit(session.layout)
-    session.tantivy.delete_all()
-    session.qdrant.delete_collection()
-    session.qdrant.ensure_collection(session.dim)
-    session.previous = None
-    session.fresh = True
-
-
-def forget_last_commit(layout: CodebaseLayout) -> None:
-    """Remove the snapshot and manifest, before the stores are emptied: the next run starts over."""
-    remove_snapshot(layout.snapshot_path)
-    layout.manifest_path.unlink(missing_ok=True)
-
-
 def remove_files(session: IndexSession, rel_paths: Sequence[str]) -> dict[str, float]:
     """Take the chunks of these files out of both stores."""
     seconds: dict[str, float] = {}
@@ -213,7 +207,7 @@ def remove_files(session: IndexSession, rel_paths: Sequence[str]) -> dict[str, f
     session.tantivy.delete_files(rel_paths)
     seconds["tantivy"] = time.perf_counter() - started
     started = time.perf_counter()
-    session.qdrant.delete_files(rel_paths)
+    session.vectors.delete_files(rel_paths)
     seconds["qdrant"] = time.perf_counter() - started
     return seconds
 
@@ -226,6 +220,9 @@ _worker_chunker: Chunker | None = None
 def _init_parse_worker(tokenizer_json: str, max_tokens: int, overlap_lines: int) -> None:
     from tokenizers import Tokenizer
 
+    from tasks.resources import exit_with_parent
+
+    exit_with_parent()
     global _worker_chunker
     _worker_chunker = Chunker(Tokenizer.from_str(tokenizer_json), max_tokens, overlap_lines)
 
@@ -267,6 +264,7 @@ def embed_batch(session: IndexSession, batch: PreparedBatch) -> EmbeddedBatch:
         texts = [chunks[i].embed_text for i in missing.values()]
         lengths = [chunks[i].n_tokens for i in missing.values()]
         with session.embedder() as model:  # waiting for a free model is not embedding
+            checkpoints.reached("embed")
             started = time.perf_counter()
             vectors = model.embed(texts, lengths, on_progress=progress.chunks_embedded)
             embed_seconds = time.perf_counter() - started
@@ -288,7 +286,7 @@ def write_batch(session: IndexSession, batch: EmbeddedBatch) -> BatchOutcome:
 
     started = time.perf_counter()
     session.tantivy.add(batch.chunks)
-    seconds = {"tantivy": time.perf_counter() - started, "cache": 0.0, "qdrant": 0.0}
+    seconds = {"tantivy": time.perf_counter() - started, "cache": 0.0, "qdrant": 0.0, "optimize": 0.0}
     for start in range(0, len(batch.chunks), WRITE_ROWS):
         keys = batch.keys[start : start + WRITE_ROWS]
         started = time.perf_counter()
@@ -296,10 +294,13 @@ def write_batch(session: IndexSession, batch: EmbeddedBatch) -> BatchOutcome:
         if not session.cache.read_into(keys, vectors).all():
             raise RuntimeError(f"the embedding cache {session.cache.path} lost vectors during the run; run again")
         seconds["cache"] += time.perf_counter() - started
-        started = time.perf_counter()
-        session.qdrant.upsert(batch.chunks[start : start + WRITE_ROWS], vectors)
-        seconds["qdrant"] += time.perf_counter() - started
+        started, building = time.perf_counter(), session.vectors.optimize_seconds
+        session.vectors.upsert(batch.chunks[start : start + WRITE_ROWS], vectors)
+        built = session.vectors.optimize_seconds - building  # a segment filled up: its graph
+        seconds["qdrant"] += time.perf_counter() - started - built
+        seconds["optimize"] += built
     progress.files_done(len(batch.prepared.files))
+    checkpoints.reached("write")
     return outcome_of(batch, seconds)
 
 

@@ -37,14 +37,6 @@ def default_data_root() -> Path:
     return base / "rust-code-index"
 
 
-# The embedded Qdrant store is split into shards of about this many points (a file's chunks
-# share one); runs and one-off searches hold one shard in memory at a time (tasks/qdrant_shards.py).
-# Medium corpus (31,280 points), force reindex with a warm cache / one `rci search`, peak RSS:
-# 2,500: 586 / 361 MB; 5,000: 631 / 429 MB; 10,000: 662 / 559 MB; one store: 767 / 1,146 MB,
-# at the same speed (index 42-45 s, search 3.5-4.3 s): smaller shards cost no time here.
-SHARD_POINTS = 2_500
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RCI_", extra="forbid", validate_default=True)
 
@@ -53,9 +45,6 @@ class Settings(BaseSettings):
 
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store.")
     qdrant_api_key: SecretStr | None = None
-    qdrant_shard_points: int = Field(
-        SHARD_POINTS, ge=10, description="Embedded store: points per shard; a run holds one shard in memory at a time."
-    )
 
     model_name: str = Field(DEFAULT_MODEL, description="fastembed model name.")
     model_path: Path | None = Field(None, description="Local folder with model.onnx and tokenizer.json.")
@@ -84,6 +73,9 @@ class Settings(BaseSettings):
     nightly_timezone: str = Field("UTC", description="Time zone of nightly_cron, e.g. Europe/Paris.")
     lock_wait_seconds: float = Field(
         900, ge=0, description="How long a run waits for another run on the same code base before it stops."
+    )
+    store_wait_seconds: float = Field(
+        60, ge=0, description="How long a run waits for searches to let go of the embedded vector store."
     )
 
     prefect: dict[str, str] = Field(default_factory=dict, description="PREFECT_* settings a profile selects.")
@@ -163,8 +155,9 @@ class CodebaseLayout:
         return self.data_dir / "tantivy"
 
     @property
-    def qdrant_dir(self) -> Path:
-        return self.data_dir / "qdrant"
+    def edge_dir(self) -> Path:
+        """The embedded vector store: one Qdrant Edge shard."""
+        return self.data_dir / "qdrant-edge"
 
     @property
     def manifest_path(self) -> Path:
@@ -173,6 +166,16 @@ class CodebaseLayout:
     @property
     def snapshot_path(self) -> Path:
         return self.data_dir / "snapshot.json"
+
+    @property
+    def run_path(self) -> Path:
+        """The progress of the run in progress (absent when none is)."""
+        return self.data_dir / "run.json"
+
+    @property
+    def unfinished_path(self) -> Path:
+        """The files a run is changing in the stores, until its commit."""
+        return self.data_dir / "unfinished.json"
 
     @property
     def bulk_state_path(self) -> Path:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from tasks.records import FileIssue, SecretFinding
 
-STAGES = ("discover", "hash", "read", "parse", "chunk", "secrets", "cache", "embed", "tantivy", "qdrant", "commit")
+STAGES = ("discover", "hash", "read", "parse", "chunk", "secrets", "cache", "embed", "tantivy", "qdrant", "commit", "optimize")
 
 
 class FileReason(BaseModel):

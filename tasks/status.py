@@ -1,4 +1,4 @@
-"""What is in a code base's index, and whether its two stores agree."""
+"""What is in a code base's index, whether its two stores agree, and a run in progress."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tasks.commit import load_manifest
+from tasks.lock import run_in_progress
 from tasks.merkle import load_snapshot
-from tasks.qdrant_store import QdrantStore
+from tasks.progress import read_run_file
 from tasks.settings import CodebaseLayout, Settings
 from tasks.tantivy_store import TantivyStore
+from tasks.vector_store import VectorsUnavailable, open_for_reading
 
 
 class IndexStatus(BaseModel):
@@ -20,15 +22,17 @@ class IndexStatus(BaseModel):
     indexed: bool
     files: int = 0
     chunks_tantivy: int = 0
-    chunks_qdrant: int = 0
-    stores_agree: bool = False
+    chunks_qdrant: int | None = None  # None: not counted (a run has the vector store)
+    stores_agree: bool | None = None  # None: not checked
     disagreement: str = ""
     model: str = ""
     model_source: str = ""
     qdrant: str = ""
     updated_at: str = ""
     last_run: dict = {}
-    note: str = ""  # advice, e.g. an embedded Qdrant store past the size it is meant for
+    running: str = ""  # who is indexing the code base now, if anyone
+    progress: dict = {}  # that run's progress (run.json)
+    note: str = ""
 
 
 def index_status(root: Path, settings: Settings) -> IndexStatus:
@@ -36,36 +40,45 @@ def index_status(root: Path, settings: Settings) -> IndexStatus:
     status = IndexStatus(
         directory=str(layout.root), codebase_id=layout.codebase_id, data_dir=str(layout.data_dir), indexed=False
     )
+    running = run_in_progress(layout.lock_path)
+    if running:
+        status.running = running
+        status.progress = read_run_file(layout.run_path) or {}
     manifest = load_manifest(layout.manifest_path)
     if manifest is None:
         return status
     snapshot = load_snapshot(layout.snapshot_path)
     tantivy_ids = TantivyStore.open_existing(layout.tantivy_dir).ids()
-    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection, settings.qdrant_url, api_key)
-    try:
-        qdrant_ids = qdrant.ids()
-        note = qdrant.size_note(len(qdrant_ids)) or ""
-    finally:
-        qdrant.close()
-    only_tantivy, only_qdrant = len(tantivy_ids - qdrant_ids), len(qdrant_ids - tantivy_ids)
-    return status.model_copy(
+    status = status.model_copy(
         update={
             "indexed": True,
             "files": len(snapshot.leaves) if snapshot else 0,
             "chunks_tantivy": len(tantivy_ids),
-            "chunks_qdrant": len(qdrant_ids),
-            "stores_agree": not only_tantivy and not only_qdrant,
-            "disagreement": (
-                f"{only_tantivy} chunks only in Tantivy, {only_qdrant} only in Qdrant; `rci index --force` rebuilds both"
-                if only_tantivy or only_qdrant
-                else ""
-            ),
             "model": manifest.model_name,
             "model_source": manifest.model_source,
             "qdrant": manifest.qdrant,
             "updated_at": manifest.updated_at,
             "last_run": manifest.last_run,
-            "note": note,
+        }
+    )
+    if running:  # the stores are changing: the counts are the last commit's, agreement unknown
+        return status.model_copy(update={"note": "a run is in progress; the counts are those of the last commit"})
+    try:
+        vectors = open_for_reading(layout, settings)
+    except VectorsUnavailable as busy:
+        return status.model_copy(update={"note": str(busy)})
+    try:
+        qdrant_ids = vectors.ids()
+    finally:
+        vectors.close()
+    only_tantivy, only_qdrant = len(tantivy_ids - qdrant_ids), len(qdrant_ids - tantivy_ids)
+    agree = not only_tantivy and not only_qdrant
+    return status.model_copy(
+        update={
+            "chunks_qdrant": len(qdrant_ids),
+            "stores_agree": agree,
+            "disagreement": "" if agree else (
+                f"{only_tantivy} chunks only in Tantivy, {only_qdrant} only in Qdrant; `rci index --force` rebuilds both"
+            ),
         }
     )

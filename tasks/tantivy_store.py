@@ -20,7 +20,7 @@ from tantivy import Document, Filter, Index, Occur, Query, SchemaBuilder, TextAn
 
 from tasks.records import Chunk
 
-SCHEMA_VERSION = 5  # of the whole index; 4: the embedded Qdrant store in shards; 5: no positions
+SCHEMA_VERSION = 6  # of the whole index; 5: Tantivy without positions; 6: vectors in Qdrant Edge
 IDENT_ANALYZER = "rci_ident"  # whole identifiers and numbers, lowercased
 WORDS_ANALYZER = "rci_words"  # text already split by identifier_parts
 DOC_ANALYZER = "rci_doc"  # English prose: lowercased, stop words dropped, stemmed
@@ -232,6 +232,13 @@ class TantivyStore:
             return set()
         result = searcher.search(Query.all_query(), limit=searcher.num_docs)
         return {searcher.doc(address)["id"][0] for _, address in result.hits}
+
+    def by_ids(self, ids: list[str]) -> dict[str, TantivyHit]:
+        """The chunks with these ids (what a vector hit shows comes from here)."""
+        if not ids:
+            return {}
+        hits = self._run(Query.term_set_query(self.schema, "id", list(ids)), limit=len(ids))
+        return {hit.id: hit for hit in hits}
 
     def chunks_of(self, rel_path: str) -> list[TantivyHit]:
         return self._run(Query.term_query(self.schema, "path", rel_path), limit=100_000)

@@ -2,7 +2,7 @@
 
 `rci index` asks before it starts a Prefect flow run: starting Prefect's temporary server
 costs ~6 s on 2 cores, far more than finding out that nothing changed. Any doubt (a file
-touched, added or deleted; another model or version; an interrupted bulk load; a file that
+touched, added or deleted; another model or version; a run that died midway; a file that
 could not be read last time) answers "no", and the flow does the real work.
 """
 
@@ -20,8 +20,8 @@ from tasks.stats import IndexStats
 def up_to_date(layout: CodebaseLayout, settings: Settings, found: Discovery) -> IndexStats | None:
     """The run's stats if the index already matches the files, else None."""
     manifest = load_manifest(layout.manifest_path)
-    if manifest is None or layout.bulk_state_path.exists():
-        return None
+    if manifest is None or layout.bulk_state_path.exists() or layout.unfinished_path.exists():
+        return None  # no index, or a run died midway: the flow repairs it
     wanted = Manifest.for_run(layout, resolve_model(settings), manifest.model_dim, settings.qdrant_url)
     if incompatibility(manifest, wanted):
         return None  # the flow stops with the explanation

@@ -43,6 +43,13 @@ RUN_STAMP = int(time.time())  # in the edits' text: a --warm run's edits are new
 PREFECT_HOME: Path | None = None  # one for the whole benchmark: its database is migrated once
 
 
+def set_prefect_home(work: Path) -> None:
+    """One Prefect home for every rci the benchmarks start: its database is migrated once."""
+    global PREFECT_HOME
+    PREFECT_HOME = work / "prefect-home"
+    PREFECT_HOME.mkdir(parents=True, exist_ok=True)
+
+
 def run_rci(args: list[str], data_dir: Path, timeline: list | None = None, every: float = 0.5) -> tuple[str, float]:
     """One `rci ...` process, as a user runs it: its stdout and wall seconds; `timeline` collects
     (seconds, RSS MB) of it every `every` seconds."""
@@ -273,9 +280,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / ".bench", help="downloads, corpora, indexes")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
-    global PREFECT_HOME
-    PREFECT_HOME = args.work / "prefect-home"
-    PREFECT_HOME.mkdir(parents=True, exist_ok=True)
+    set_prefect_home(args.work)
     results: dict[str, list[dict]] = {}
     for name in [c for c in args.corpora.split(",") if c]:
         if name not in CORPORA or name == "large":

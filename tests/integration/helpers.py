@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tantivy import Query
 
-from tasks.qdrant_store import QdrantStore
+from tasks.edge_store import EdgeStore
 from tasks.settings import CodebaseLayout, load_settings
+from tasks.store_lease import StoreLease
 from tasks.tantivy_store import TantivyStore
 
 
@@ -17,11 +18,13 @@ def open_stores(root: Path, data_dir: Path | None = None):
     settings = load_settings(data_dir=data_dir) if data_dir else load_settings()
     layout = CodebaseLayout.for_root(root, settings)
     tantivy = TantivyStore.open_existing(layout.tantivy_dir)
-    qdrant = QdrantStore.open(layout.qdrant_dir, layout.collection)
+    lease = StoreLease(layout.data_dir, "test")
+    lease.take(10)
+    vectors = EdgeStore.open(layout.edge_dir, lease=lease)
     try:
-        yield layout, tantivy, qdrant
+        yield layout, tantivy, vectors
     finally:
-        qdrant.close()
+        vectors.close()
 
 
 def tantivy_docs(tantivy: TantivyStore) -> dict[str, dict]:
@@ -36,9 +39,9 @@ def tantivy_docs(tantivy: TantivyStore) -> dict[str, dict]:
     return docs
 
 
-def qdrant_points(qdrant: QdrantStore) -> dict[str, dict]:
+def qdrant_points(vectors: EdgeStore) -> dict[str, dict]:
     """Every point's payload, by chunk id."""
-    return {str(record.id): record.payload for record in qdrant.records()}
+    return {point.pop("id"): point for point in vectors.points()}
 
 
 def symbols_by_path(docs: dict[str, dict], path_key: str = "path", symbol_key: str = "symbol") -> dict[str, set[str]]:
@@ -46,3 +49,9 @@ def symbols_by_path(docs: dict[str, dict], path_key: str = "path", symbol_key: s
     for doc in docs.values():
         found.setdefault(doc[path_key], set()).add(doc[symbol_key])
     return found
+
+
+def assert_stores_agree(docs: dict[str, dict], points: dict[str, dict]) -> None:
+    """The same chunk ids in both stores, each point with its chunk's path and kind."""
+    assert set(docs) == set(points)
+    assert {i: (p["path"], p["kind"]) for i, p in points.items()} == {i: (d["path"], d["kind"]) for i, d in docs.items()}

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import FAKE_AWS_KEY, rci
@@ -137,12 +138,17 @@ def test_without_a_prefect_server_the_output_is_still_clean(tmp_path, data_dir):
     assert "1 found: 1 indexed" in result.stdout
 
 
+def command_of(process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone, or a zombie
+        return ""
+
+
 def test_a_killed_run_stops_its_temporary_server(demo_crate, data_dir, tmp_path):
     """SIGTERM (`kill`, a service manager, a CI timeout) unwinds the run like Ctrl-C: the
     Prefect server it started goes with it instead of running on."""
     import signal
-
-    import psutil
 
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
@@ -153,7 +159,7 @@ def test_a_killed_run_stops_its_temporary_server(demo_crate, data_dir, tmp_path)
     servers: list[psutil.Process] = []
     deadline = time.monotonic() + 60
     while not servers and run.poll() is None and time.monotonic() < deadline:
-        servers = [c for c in psutil.Process(run.pid).children() if "uvicorn" in " ".join(c.cmdline())]
+        servers = [c for c in psutil.Process(run.pid).children() if "flows.temporary_server" in command_of(c)]
         time.sleep(0.05)
     assert servers, "the run started no temporary server"
     run.send_signal(signal.SIGTERM)
@@ -212,3 +218,62 @@ def test_a_configured_api_url_is_used_as_it_is():
 def test_unknown_profile_is_a_usage_error(demo_crate, data_dir):
     result = rci("index", str(demo_crate), env={"RCI_PROFILE": "nope"})
     assert_one_line_error(result, "unknown profile 'nope'", "laptop")
+
+
+def test_search_and_status_while_an_index_run_writes_the_code_base(demo_crate, data_dir):
+    """The run has the vector store: a search answers from BM25 with a note, status says a run is
+    in progress, and the run itself, resumed, ends well."""
+    import signal
+
+    from tests.integration.test_kills import run_until_frozen
+
+    first = rci("index", str(demo_crate))
+    assert first.returncode == 0, first.stderr
+    (demo_crate / "src" / "extra.rs").write_text("/// Added later.\npub fn added_later_fn() -> u8 { 7 }\n")
+    run, _ = run_until_frozen(demo_crate, "write", "--force", "--mode", "sequential")
+    try:
+        started = time.monotonic()
+        found = rci("search", str(demo_crate), "retry a failed upload", "-n", "3")
+        assert time.monotonic() - started < 30
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.splitlines()[0].startswith("src/net.rs:7-15  demo_tensor::net::retry_failed_upload")
+        assert found.stderr.strip() == (
+            "note: an index run is writing this code base's vectors; these results are BM25 only, "
+            "vector results return when the run ends"
+        )
+        vector_only = rci("search", str(demo_crate), "send it again when it did not work", "--engine", "vector", "--json")
+        assert vector_only.returncode == 0 and "BM25 only" in vector_only.stderr
+        status = rci("status", str(demo_crate))
+        assert status.returncode == 0, status.stderr
+        assert re.search(r"^  running       flow run '.+' \(pid \d+ on .+\): index, [1-9]\d*/\d+ files", status.stdout, re.M), status.stdout
+        assert "Qdrant embedded not counted" in status.stdout and "a run is in progress" in status.stdout
+    finally:
+        run.send_signal(signal.SIGCONT)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    after = rci("search", str(demo_crate), "added_later_fn returns seven", "--engine", "vector", "-n", "1")
+    assert after.returncode == 0 and after.stderr == "" and "demo_tensor::extra::added_later_fn" in after.stdout
+    status = rci("status", str(demo_crate))
+    assert "running" not in status.stdout and "stores agree  yes" in status.stdout
+
+
+def test_an_index_in_the_old_sharded_layout_asks_for_one_force_rebuild(demo_crate, data_dir):
+    first = rci("index", str(demo_crate))
+    assert first.returncode == 0, first.stderr
+    (layout_dir,) = [p for p in data_dir.iterdir() if p.name.startswith("demo-crate-")]
+    manifest = json.loads((layout_dir / "manifest.json").read_text())
+    manifest["schema_version"] = 5  # what the sharded layout wrote
+    (layout_dir / "manifest.json").write_text(json.dumps(manifest))
+    (layout_dir / "qdrant" / "demo-crate" / "0000").mkdir(parents=True)
+    (layout_dir / "qdrant" / "demo-crate" / "shards.json").write_text('{"dim": 384, "points": [45], "files": {}}')
+    advice = f"rebuild it with `rci index {demo_crate} --force` (vectors of unchanged text come from the embedding cache"
+    for command in (["search", str(demo_crate), "retry"], ["index", str(demo_crate)]):
+        if command[0] == "index":
+            (demo_crate / "src" / "extra.rs").write_text("pub fn extra() {}\n")  # not up to date: the flow runs
+        result = rci(*command)
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "built by an older version (schema 5" in result.stderr and advice in result.stderr, result.stderr
+    rebuilt = rci("index", str(demo_crate), "--force")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "46 written (1 embedded, 45 from the cache)" in rebuilt.stdout
+    assert not (layout_dir / "qdrant").exists() and (layout_dir / "qdrant-edge").is_dir()

@@ -1,5 +1,6 @@
 """Fault injection on the real flow (real Prefect server, model and stores): transient failures
-are retried by Prefect; a permanent one leaves bulk mode exited and the index repairable."""
+are retried by Prefect; a permanent one leaves bulk mode exited and the index repairable.
+Killed runs (SIGKILL) are in tests/integration/test_kills.py."""
 
 import json
 from collections import Counter
@@ -7,12 +8,11 @@ from collections import Counter
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from qdrant_client import QdrantClient
 
 from flows.index import index_codebase
 from tasks import bulk, commit, merkle, session
-from tasks.qdrant_store import QdrantStore
-from tests.integration.helpers import open_stores, qdrant_points, symbols_by_path, tantivy_docs
+from tasks.commit import load_unfinished
+from tests.integration.helpers import assert_stores_agree, open_stores, qdrant_points, symbols_by_path, tantivy_docs
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
@@ -27,29 +27,6 @@ def fails_once(name: str, real, calls: Counter):
     return wrapper
 
 
-@pytest.fixture()
-def qdrant_as_server(monkeypatch):
-    """The embedded client treated as a server: bulk mode does everything a server needs (reads the
-    config, records it, updates the collection, restores it), and every update is recorded."""
-    updates = []
-    real_open = QdrantStore.open.__func__
-
-    real_update = QdrantClient.update_collection
-
-    def open_as_server(cls, *args, **kwargs):
-        store = real_open(cls, *args, **kwargs)
-        store.embedded = False
-        return store
-
-    def update(client, name, **changes):
-        updates.append((changes["hnsw_config"].m, changes["optimizers_config"].indexing_threshold))
-        return real_update(client, name, **changes)
-
-    monkeypatch.setattr(QdrantStore, "open", classmethod(open_as_server))
-    monkeypatch.setattr(QdrantClient, "update_collection", update)
-    return updates
-
-
 def task_attempts(flow_run_id) -> dict[str, int]:
     """How many times Prefect ran each retried task of a flow run."""
     with get_client(sync_client=True) as client:
@@ -57,7 +34,7 @@ def task_attempts(flow_run_id) -> dict[str, int]:
     return {t.name.rsplit("-", 1)[0]: t.run_count for t in tasks if t.name.startswith(("merkle", "bulk", "commit"))}
 
 
-def test_transient_failures_are_retried_and_the_run_completes(demo_crate, data_dir, monkeypatch, qdrant_as_server):
+def test_transient_failures_are_retried_and_the_run_completes(demo_crate, data_dir, monkeypatch):
     calls: Counter = Counter()
     monkeypatch.setattr(merkle, "build_snapshot", fails_once("merkle", merkle.build_snapshot, calls))
     monkeypatch.setattr(bulk, "enter_bulk_mode", fails_once("bulk-enter", bulk.enter_bulk_mode, calls))
@@ -70,19 +47,14 @@ def test_transient_failures_are_retried_and_the_run_completes(demo_crate, data_d
     # Prefect ran each of those tasks twice (the retry), and the rest once.
     attempts = task_attempts(state.state_details.flow_run_id)
     assert attempts == {"merkle": 2, "bulk-enter": 2, "bulk-exit": 2, "commit": 2}
-    # Bulk mode paused graph building, then restored the collection's own values.
-    assert qdrant_as_server == [(0, 0), (16, 20000)]
     stats = state.result()
     with open_stores(demo_crate) as (layout, tantivy, qdrant):
-        assert set(tantivy_docs(tantivy)) == set(qdrant_points(qdrant)) and stats.chunks_total == 45
-        assert not layout.bulk_state_path.exists()
+        assert_stores_agree(tantivy_docs(tantivy), qdrant_points(qdrant))
+        assert stats.chunks_total == 45 and not layout.bulk_state_path.exists()
 
 
-def test_permanent_failure_mid_load_exits_bulk_mode_and_the_next_run_repairs(
-    demo_crate, data_dir, monkeypatch, qdrant_as_server
-):
+def test_permanent_failure_mid_load_exits_bulk_mode_and_the_next_run_repairs(demo_crate, data_dir, monkeypatch):
     first = index_codebase(directory=str(demo_crate))
-    assert qdrant_as_server == [(0, 0), (16, 20000)]
     with open_stores(demo_crate) as (layout, tantivy, _):
         snapshot_before = layout.snapshot_path.read_text()
         ids_before = set(tantivy_docs(tantivy))
@@ -109,10 +81,9 @@ def test_permanent_failure_mid_load_exits_bulk_mode_and_the_next_run_repairs(
     written.clear()
     with pytest.raises(OSError, match="disk full"):
         index_codebase(directory=str(demo_crate), force_reindex=True, indexing_mode="pipeline")
-    assert qdrant_as_server[-2:] == [(0, 0), (16, 20000)]
     assert not layout.bulk_state_path.exists()
-    # The stores were cleared for the rebuild, so no snapshot claims otherwise: the next run rebuilds.
-    assert not layout.snapshot_path.exists()
+    # The stores were being rebuilt: the record says so, and the next run starts over.
+    assert load_unfinished(layout).start_over
 
     # 3. The next run, without the fault, repairs everything.
     monkeypatch.setattr(session, "write_batch", real_write)
@@ -124,7 +95,8 @@ def test_permanent_failure_mid_load_exits_bulk_mode_and_the_next_run_repairs(
     assert repaired.chunks_embedded + repaired.chunks_reused == repaired.chunks_written
     with open_stores(demo_crate) as (layout, tantivy, qdrant):
         docs, points = tantivy_docs(tantivy), qdrant_points(qdrant)
-        assert set(docs) == set(points) and ids_before - set(docs)
+        assert_stores_agree(docs, points)
+        assert ids_before - set(docs)
         by_path = symbols_by_path(docs)
         assert by_path["src/net.rs"] == {"demo_tensor::net::rewritten_net"}
         assert by_path["src/extra.rs"] == {"demo_tensor::extra::extra_fn"}

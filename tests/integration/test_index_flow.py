@@ -10,7 +10,7 @@ from flows.index import index_codebase
 from tasks.discover import NoRustFiles
 from tasks.search import Searcher, search
 from tests.conftest import FAKE_AWS_KEY
-from tests.integration.helpers import open_stores, qdrant_points, symbols_by_path, tantivy_docs
+from tests.integration.helpers import assert_stores_agree, open_stores, qdrant_points, symbols_by_path, tantivy_docs
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
@@ -62,14 +62,10 @@ def test_demo_crate_lands_in_both_stores_with_reasons_for_the_rest(demo_crate, d
 
     with open_stores(demo_crate) as (layout, tantivy, qdrant):
         docs, points = tantivy_docs(tantivy), qdrant_points(qdrant)
-        assert set(docs) == set(points) and len(docs) == stats.chunks_total == stats.chunks_written
+        assert_stores_agree(docs, points)  # the same chunks, each point with its path and kind
+        assert len(docs) == stats.chunks_total == stats.chunks_written
         assert symbols_by_path(docs) == EXPECTED_SYMBOLS
-        assert symbols_by_path(points) == EXPECTED_SYMBOLS
-        for chunk_id, doc in docs.items():  # the same chunk, field for field, in both stores
-            point = points[chunk_id]
-            assert (point["kind"], point["start_line"], point["end_line"], point["text"]) == (
-                doc["kind"], doc["start_line"], doc["end_line"], doc["code"],
-            )  # fmt: skip
+        assert all(set(point) == {"path", "kind"} for point in points.values())  # the text lives in Tantivy only
 
         windows = sorted((d for d in docs.values() if d["symbol"] == "demo_tensor::long::opcode_name"), key=lambda d: d["window"])
         long_rs_lines = len((demo_crate / "src" / "long.rs").read_text().splitlines())
@@ -92,7 +88,6 @@ def test_demo_crate_lands_in_both_stores_with_reasons_for_the_rest(demo_crate, d
         for ignored in ("ignored_generated_fn", "gen_other_ignored", "target_dir_fn", "scratch_ignored_fn",
                         "aws_credentials_fn", "outside_fn", "latin1_fn", "binary_blob_fn"):  # fmt: skip
             assert code_term_hits(tantivy, ignored) == [], ignored
-            assert all(ignored not in p["text"] for p in points.values()), ignored
 
 
 def code_term_hits(tantivy, identifier: str):
@@ -117,14 +112,11 @@ def test_hybrid_search_finds_items_and_never_the_secret(demo_crate, data_dir):
         searcher.close()
 
 
-@pytest.mark.parametrize("shard_points", [None, 10], ids=["one-shard", "shards-of-10"])
-def test_incremental_run_changes_exactly_what_changed(demo_crate, data_dir, monkeypatch, shard_points):
-    if shard_points:  # the embedded store in several shards: files move, searches span them
-        monkeypatch.setenv("RCI_QDRANT_SHARD_POINTS", str(shard_points))
+def test_incremental_run_changes_exactly_what_changed(demo_crate, data_dir):
     index_codebase(directory=str(demo_crate))
     with open_stores(demo_crate) as (_, tantivy, qdrant):
         before = tantivy_docs(tantivy)
-        vectors_before = {str(p.id): p.vector for p in qdrant.points_of("src/lib.rs", with_vectors=True)}
+        vectors_before = {p["id"]: p["vector"] for p in qdrant.points("src/lib.rs", with_vectors=True)}
 
     net = demo_crate / "src" / "net.rs"
     net.write_text(net.read_text().replace("word_frequencies", "count_words"))
@@ -135,28 +127,25 @@ def test_incremental_run_changes_exactly_what_changed(demo_crate, data_dir, monk
     assert (stats.files_indexed, stats.files_unchanged, stats.files_deleted) == (2, 7, 1)
     with open_stores(demo_crate) as (_, tantivy, qdrant):
         docs, points = tantivy_docs(tantivy), qdrant_points(qdrant)
-        assert set(docs) == set(points)
-        for store in (docs, points):
-            by_path = symbols_by_path(store)
-            assert "src/backend.rs" not in by_path
-            assert by_path["src/extra.rs"] == {"demo_tensor::extra::added_later_fn"}
-            assert "demo_tensor::net::count_words" in by_path["src/net.rs"]
-            assert "demo_tensor::net::word_frequencies" not in by_path["src/net.rs"]
-            assert by_path["src/lib.rs"] == EXPECTED_SYMBOLS["src/lib.rs"]
+        assert_stores_agree(docs, points)
+        by_path = symbols_by_path(docs)
+        assert "src/backend.rs" not in by_path
+        assert by_path["src/extra.rs"] == {"demo_tensor::extra::added_later_fn"}
+        assert "demo_tensor::net::count_words" in by_path["src/net.rs"]
+        assert "demo_tensor::net::word_frequencies" not in by_path["src/net.rs"]
+        assert by_path["src/lib.rs"] == EXPECTED_SYMBOLS["src/lib.rs"]
         # Both changed files were rewritten in the stores, but only text that changed was embedded:
         # the renamed function and the new file's function; net.rs's other chunks came from the cache.
         assert stats.chunks_written == sum(1 for d in docs.values() if d["path"] in ("src/net.rs", "src/extra.rs")) == 5
         assert (stats.chunks_embedded, stats.chunks_reused) == (2, 3)
         unchanged_ids = {i for i, d in before.items() if d["path"] not in ("src/net.rs", "src/backend.rs")}
         assert unchanged_ids <= set(docs)
-        after_vectors = {str(p.id): p.vector for p in qdrant.points_of("src/lib.rs", with_vectors=True)}
+        after_vectors = {p["id"]: p["vector"] for p in qdrant.points("src/lib.rs", with_vectors=True)}
         assert after_vectors.keys() == vectors_before.keys()
         assert all(np.allclose(after_vectors[i], vectors_before[i]) for i in after_vectors)
         assert tantivy.search("added_later_fn")[0].symbol == "demo_tensor::extra::added_later_fn"
         assert code_term_hits(tantivy, "word_frequencies") == []
         assert [h.symbol for h in code_term_hits(tantivy, "count_words")] == ["demo_tensor::net::count_words"]
-        assert (len(qdrant.shard_numbers()) > 1) == bool(shard_points)
-        assert qdrant.map.files["src/extra.rs"] == qdrant.map.files["src/net.rs"] == qdrant.shard_numbers()[-1]
     found = search(demo_crate, "added_later_fn returns seven", engine="vector", limit=3)
     assert found[0].symbol == "demo_tensor::extra::added_later_fn"
     assert "demo_tensor::net::word_frequencies" not in {r.symbol for r in search(demo_crate, "word_frequencies", engine="vector")}
@@ -195,7 +184,7 @@ def test_a_failed_run_keeps_the_previous_snapshot_and_the_next_run_repairs(demo_
     assert stats.files_indexed == 1
     with open_stores(demo_crate) as (_, tantivy, qdrant):
         docs, points = tantivy_docs(tantivy), qdrant_points(qdrant)
-        assert set(docs) == set(points)
+        assert_stores_agree(docs, points)
         assert symbols_by_path(docs)["src/net.rs"] == {"demo_tensor::net::rewritten_fn"}
         assert len(set(docs) ^ ids_before) > 0
 

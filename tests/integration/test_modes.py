@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from flows.index import index_codebase
-from tests.integration.helpers import open_stores, qdrant_points, symbols_by_path, tantivy_docs
+from tests.integration.helpers import assert_stores_agree, open_stores, qdrant_points, symbols_by_path, tantivy_docs
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
@@ -12,8 +12,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")
 def index_contents(crate):
     with open_stores(crate) as (_, tantivy, qdrant):
         docs = tantivy_docs(tantivy)
-        records = qdrant.records(with_vectors=True)
-        points = {str(r.id): (r.payload, np.asarray(r.vector, dtype=np.float32)) for r in records}
+        points = {
+            p["id"]: ({"path": p["path"], "kind": p["kind"]}, np.asarray(p["vector"], dtype=np.float32))
+            for p in qdrant.points(with_vectors=True)
+        }
     return docs, points
 
 
@@ -48,7 +50,7 @@ def test_every_mode_builds_the_same_index(demo_crate, tmp_path, monkeypatch):
         for chunk_id, (payload, vector) in points.items():
             base_payload, base_vector = base_points[chunk_id]
             assert payload == base_payload
-            assert np.allclose(vector, base_vector, atol=1e-4), (mode, payload["symbol"])
+            assert np.allclose(vector, base_vector, atol=1e-4), (mode, docs[chunk_id]["symbol"])
 
 
 def test_renamed_file_and_force_reindex_embed_nothing(demo_crate, data_dir):
@@ -60,10 +62,11 @@ def test_renamed_file_and_force_reindex_embed_nothing(demo_crate, data_dir):
     assert (renamed.files_indexed, renamed.files_deleted) == (1, 1)
     assert renamed.chunks_embedded == 0 and renamed.chunks_reused == renamed.chunks_written == 4
     with open_stores(demo_crate) as (_, tantivy, qdrant):
-        for store in (tantivy_docs(tantivy), qdrant_points(qdrant)):
-            by_path = symbols_by_path(store)
-            assert "src/net.rs" not in by_path
-            assert "demo_tensor::transport::retry_failed_upload" in by_path["src/transport.rs"]
+        docs, points = tantivy_docs(tantivy), qdrant_points(qdrant)
+        assert_stores_agree(docs, points)
+        by_path = symbols_by_path(docs)
+        assert "src/net.rs" not in by_path and "src/net.rs" not in {p["path"] for p in points.values()}
+        assert "demo_tensor::transport::retry_failed_upload" in by_path["src/transport.rs"]
         assert tantivy.search("retry_failed_upload")[0].path == "src/transport.rs"
 
     forced = index_codebase(directory=str(demo_crate), force_reindex=True)
@@ -71,33 +74,32 @@ def test_renamed_file_and_force_reindex_embed_nothing(demo_crate, data_dir):
 
 
 def test_the_commit_finds_the_batches_resources_released(demo_crate, data_dir, monkeypatch):
-    """Tantivy's merge after the commit maps the index's files: the models, parse workers and
-    the open Qdrant shard are gone by then (tasks/session.py release_batch_resources)."""
+    """Tantivy's merge after the commit maps the index's files: the models and parse workers
+    are gone by then (tasks/session.py release_batch_resources)."""
     from tasks import session as session_module
     from tasks.tantivy_store import TantivyStore
 
     monkeypatch.setenv("RCI_PARSE_PROCESSES", "2")
-    monkeypatch.setenv("RCI_QDRANT_SHARD_POINTS", "10")
     seen, held_at_commit = [], []
     release, commit = session_module.IndexSession.release_batch_resources, TantivyStore.commit
 
     def remember(index):
-        seen.append((len(index.embedders), len(index.worker_pids()), index.qdrant.shards_in_memory()))
+        seen.append((len(index.embedders), len(index.worker_pids()), 0))
         release(index)
-        seen.append((len(index.embedders), len(index.worker_pids()), index.qdrant.shards_in_memory()))
+        seen.append((len(index.embedders), len(index.worker_pids()), 0))
         held_at_commit.append(index)
 
     def commit_and_look(store):
         index = held_at_commit[-1]
-        seen.append((len(index.embedders), len(index.worker_pids()), index.qdrant.shards_in_memory()))
+        seen.append((len(index.embedders), len(index.worker_pids()), 0))
         commit(store)
 
     monkeypatch.setattr(session_module.IndexSession, "release_batch_resources", remember)
     monkeypatch.setattr(TantivyStore, "commit", commit_and_look)
     stats = index_codebase(directory=str(demo_crate), indexing_mode="parallel")
 
-    models, parse_workers, shards = seen[0]  # held while the batches ran
-    assert models == stats.plan["workers"] and parse_workers >= 1 and shards == 1
+    models, parse_workers, _ = seen[0]  # held while the batches ran
+    assert models == stats.plan["workers"] and parse_workers >= 1
     assert seen[1:] == [(0, 0, 0), (0, 0, 0)]  # released, and still so when Tantivy commits
     with open_stores(demo_crate) as (_, tantivy, qdrant):
         assert tantivy.search("retry_failed_upload")[0].path == "src/net.rs"

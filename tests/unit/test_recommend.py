@@ -27,7 +27,7 @@ def test_plan_sizes_follow_the_machine():
     piped = recommend(40, machine=Machine(2, 3 * GIB))
     assert piped.mode == "pipeline" and piped.workers == 1 and piped.embed_threads == 2
     big = recommend(5000, 200 * 1024 * 1024, machine=Machine(16, 64 * GIB))
-    assert big.file_batch_size == 128 and big.max_in_flight == 3 and big.qdrant_batch == 512
+    assert big.file_batch_size == 128 and big.max_in_flight == 3
     assert big.tantivy_threads == 2 and big.tantivy_heap_bytes == 2 * TANTIVY_HEAP_PER_THREAD
     parallel = recommend(800, machine=Machine(8, 32 * GIB))
     assert parallel.mode == "parallel" and parallel.workers == 8 and parallel.embed_threads == 1

@@ -65,5 +65,5 @@ def test_layout_is_one_folder_per_canonical_path(tmp_path):
     assert direct == via_link
     assert direct.codebase_id.startswith("my-crate-") and direct.collection == direct.codebase_id
     assert direct.data_dir == (tmp_path / "data" / direct.codebase_id).resolve()
-    assert {direct.tantivy_dir.parent, direct.qdrant_dir.parent, direct.snapshot_path.parent} == {direct.data_dir}
+    assert {direct.tantivy_dir.parent, direct.edge_dir.parent, direct.snapshot_path.parent} == {direct.data_dir}
     assert codebase_id_for(Path("/a/x")) != codebase_id_for(Path("/b/x"))

@@ -1,10 +1,12 @@
-"""The two stores, real (Tantivy on disk, embedded Qdrant), on hand-made chunks."""
+"""The two stores, real (Tantivy on disk, Qdrant Edge), on hand-made chunks."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tasks.chunk import stable_id
-from tasks.qdrant_store import QdrantStore, remove_embedded_store
+from tasks.edge_store import EdgeStore
 from tasks.records import Chunk
 from tasks.tantivy_store import TantivyStore, identifier_parts
 
@@ -114,85 +116,89 @@ def test_a_second_writer_gets_a_clear_error(tantivy, tmp_path):
 
 
 @pytest.fixture()
-def qdrant(tmp_path):
-    store = QdrantStore.open(tmp_path / "qdrant", "demo-collection")
-    store.ensure_collection(4)
-    vectors = np.eye(4, dtype=np.float32)
-    store.upsert(CHUNKS, vectors)
+def edge(tmp_path):
+    store = EdgeStore.open(tmp_path / "edge", dim=4)
+    store.upsert(CHUNKS, np.eye(4, dtype=np.float32))
     yield store
     store.close()
 
 
-def test_qdrant_structured_payload_and_search(qdrant):
-    hits = qdrant.search(np.array([0, 0, 1, 0], dtype=np.float32), limit=2)
+def test_edge_holds_path_and_kind_with_keyword_indexes(edge):
+    assert {p["id"]: (p["path"], p["kind"]) for p in edge.points()} == {
+        c.id: (c.rel_path, c.kind) for c in CHUNKS
+    }
+    schema = edge._shard.info().payload_schema
+    assert {field: str(info.data_type) for field, info in schema.items()} == {
+        "path": "PayloadSchemaType.Keyword", "kind": "PayloadSchemaType.Keyword",
+    }  # fmt: skip
+    assert schema["path"].points == len(CHUNKS)
+
+
+def test_edge_search_with_kind_and_path_filters(edge):
+    query = np.array([0, 0, 1, 0], dtype=np.float32)
+    hits = edge.search(query, limit=2)
     assert hits[0].id == CHUNKS[2].id and hits[0].score == pytest.approx(1.0)
-    payload = hits[0].payload
-    assert payload["path"] == "src/map.rs" and payload["symbol"] == "demo::Cache" and payload["kind"] == "struct"
-    assert payload["text"] == CHUNKS[2].code and (payload["start_line"], payload["end_line"]) == (1, 1)
-    assert qdrant.search(np.array([0, 0, 1, 0], dtype=np.float32), kinds=["function"])[0].id != CHUNKS[2].id
+    assert [h.id for h in edge.search(query, limit=4, kinds=["function"])][:1] != [CHUNKS[2].id]
+    assert {h.id for h in edge.search(query, limit=4, kinds=["function"])} == {CHUNKS[0].id, CHUNKS[1].id, CHUNKS[3].id}
+    assert [h.id for h in edge.search(query, limit=4, paths=["src/net.rs"])] == [CHUNKS[3].id]
+    assert edge.search(query, limit=4, paths=[]) == [] and edge.search(query, limit=4, paths=["src/none.rs"]) == []
 
 
-def test_qdrant_delete_by_file_through_the_path_field(qdrant):
-    qdrant.delete_files(["src/map.rs"])
-    assert qdrant.ids() == {CHUNKS[0].id, CHUNKS[3].id}
-    assert qdrant.points_of("src/map.rs") == []
-    assert [p.payload["symbol"] for p in qdrant.points_of("src/io.rs")] == ["demo::read_to_string"]
-    qdrant.delete_files(["src/io.rs", "src/net.rs", "src/never.rs"])
-    assert qdrant.count() == 0
+def test_edge_delete_by_file_through_the_path_index(edge):
+    edge.delete_files(["src/map.rs"])
+    assert edge.ids() == {CHUNKS[0].id, CHUNKS[3].id}
+    assert edge.points("src/map.rs") == []
+    edge.delete_files(["src/io.rs", "src/net.rs", "src/never.rs"])
+    assert edge.count() == 0 and edge.ids() == set()
 
 
-def test_qdrant_rejects_a_model_of_another_size(qdrant):
-    with pytest.raises(RuntimeError, match="holds 4-dimension vectors but the model makes 384"):
-        qdrant.ensure_collection(384)
+def test_edge_upserting_the_same_ids_replaces_points(edge):
+    edge.upsert(CHUNKS[:1], np.ones((1, 4), dtype=np.float32) / 2)
+    assert edge.count() == len(CHUNKS)
+    assert edge.search(np.ones(4, dtype=np.float32), limit=1)[0].id == CHUNKS[0].id
 
 
-def test_qdrant_upserting_the_same_ids_replaces_points(qdrant):
-    qdrant.upsert(CHUNKS[:1], np.ones((1, 4), dtype=np.float32) / 2)
-    assert qdrant.count() == len(CHUNKS)
-
-
-def test_a_large_embedded_store_advises_a_server(qdrant):
-    assert qdrant.size_note(20_000) is None
-    note = qdrant.size_note(31_270)
-    assert "31,270 points" in note and "each search loads them all, 2,500 at a time" in note and "RCI_QDRANT_URL" in note
-    on_server = QdrantStore(qdrant.client, qdrant.collection, embedded=False)
-    assert on_server.size_note(1_000_000) is None
-
-
-def test_a_run_that_starts_over_empties_the_embedded_store_without_opening_it(tmp_path):
-    store = QdrantStore.open(tmp_path / "qdrant", "demo-collection")
-    store.ensure_collection(4)
-    store.upsert(CHUNKS, np.eye(4, dtype=np.float32))
-    forgotten = []
-    with pytest.raises(RuntimeError, match="in use by another rci process"):
-        remove_embedded_store(tmp_path / "qdrant", first=lambda: forgotten.append(True))  # open here
-    assert store.count() == len(CHUNKS) and forgotten == []  # its points and the last commit stay
-    store.close()
-    remove_embedded_store(tmp_path / "qdrant", first=lambda: forgotten.append(True))
-    assert forgotten == [True]
-    reopened = QdrantStore.open(tmp_path / "qdrant", "demo-collection")
+def test_edge_reopens_with_its_points_and_refuses_another_dimension(edge, tmp_path):
+    edge.commit()
+    edge.close()
+    again = EdgeStore.open(tmp_path / "edge")
     try:
-        assert not reopened.exists() and reopened.count() == 0
+        assert again.ids() == {c.id for c in CHUNKS} and again.dim == 4
     finally:
-        reopened.close()
-    remove_embedded_store(tmp_path / "never-created")  # nothing to remove is fine
+        again.close()
+    with pytest.raises(RuntimeError, match="holds 4-dimension vectors but the model makes 384"):
+        EdgeStore.open(tmp_path / "edge", dim=384)
 
 
-def test_qdrant_selective_filter_finds_what_lies_beyond_the_candidate_list(tmp_path):
-    """The embedded store filters a candidate list first; a rare path must still be found."""
-    store = QdrantStore.open(tmp_path / "qdrant", "many")
-    store.ensure_collection(4)
-    crowd = [chunk(f"src/crowd{i}.rs", f"near_{i}", f"fn near_{i}() {{}}") for i in range(450)]
-    rare = chunk("src/rare.rs", "far_away", "fn far_away() {}")
-    vectors = np.vstack([np.tile([1, 0, 0, 0], (450, 1)), [[0, 1, 0, 0]]]).astype(np.float32)
-    store.upsert([*crowd, rare], vectors)
-    query = np.array([1, 0, 0, 0], dtype=np.float32)
+def test_edge_starting_over_empties_the_store(edge, tmp_path):
+    edge.close()
+    fresh = EdgeStore.open(tmp_path / "edge", dim=4, start_over=True)
     try:
-        assert rare.id not in {hit.id for hit in store.search(query, limit=400)}  # beyond the candidates
-        found = store.search(query, limit=5, paths=["src/rare.rs"])
-        assert [hit.payload["symbol"] for hit in found] == ["demo::far_away"]
-        kinds = store.search(query, limit=3, kinds=["function"], paths=["src/crowd7.rs", "src/rare.rs"])
-        assert [hit.payload["path"] for hit in kinds] == ["src/crowd7.rs", "src/rare.rs"]
+        assert fresh.count() == 0
+    finally:
+        fresh.close()
+    with pytest.raises(FileNotFoundError, match="no vector store"):
+        EdgeStore.open(tmp_path / "missing")
+
+
+def test_edge_writes_survive_a_kill_without_a_flush(tmp_path):
+    """The write-ahead log: what was written is there after a SIGKILL, flushed or not."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, signal, numpy as np
+from tasks.edge_store import EdgeStore
+from tests.unit.test_stores import CHUNKS
+store = EdgeStore.open({str(tmp_path / "edge")!r}, dim=4)
+store.upsert(CHUNKS, np.eye(4, dtype=np.float32))
+store.delete_files(["src/net.rs"])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    subprocess.run([sys.executable, "-c", script], cwd=str(Path(__file__).resolve().parents[2]))
+    store = EdgeStore.open(tmp_path / "edge")
+    try:
+        assert store.ids() == {c.id for c in CHUNKS if c.rel_path != "src/net.rs"}
     finally:
         store.close()
 
