@@ -1,27 +1,25 @@
 """The embedded vector store: one Qdrant Edge shard per code base, in `<data dir>/qdrant-edge/`.
 
 Qdrant Edge is Qdrant's engine in this process: segments on disk (vectors memory-mapped,
-payload on disk), keyword payload indexes, a write-ahead log, and HNSW graphs built only when
+payload and its keyword indexes on disk), a write-ahead log, and HNSW graphs built only when
 `optimize()` is called, never in the background. Points go into one open segment, searched
 exactly; when it holds SEGMENT_KB of vectors it is sealed and given its graph, once, and a new
-one opens. Bulk mode (a first or forced load) never merges or rebuilds a segment, and builds
-the last graphs when it ends, in the flow's `finally`; a run that died first leaves the
-bulk-mode record, and the next run builds them. Graphs are built in a child process
-(run_optimizer: optimize() holds Python's GIL until it returns). Whoever opens the shard
-holds its lease (tasks/store_lease.py).
+one opens; segments are never merged. Bulk mode (a first or forced load) builds the last
+graph when the load ends, in the flow's `finally`; a run that died first leaves the bulk-mode
+record, and the next run builds it. Whoever opens the shard holds its lease
+(tasks/store_lease.py).
 
 Why not one graph build for the whole load at its end, as a server's bulk mode does: the
-graphs of the large corpus (245k points, 12 segments) built in one optimize() call peaked at
-844 MB of RSS in that process, since everything it builds stays mapped until it exits;
-built as each segment fills, with the shard reopened in between, the writer peaked near
-410 MB (tests/benchmarks/README.md, "Qdrant Edge").
+graphs of the large corpus (245k points, 12 segments) built by one optimize() call peaked at
+844 MB of RSS, since everything the build touches stays mapped until the shard is closed;
+built a segment at a time, with the shard reopened in between, a build costs what one
+segment costs (tests/benchmarks/README.md, "Qdrant Edge").
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -38,9 +36,9 @@ from qdrant_edge import (
     FieldCondition,
     Filter,
     HnswIndexConfig,
+    KeywordIndexParams,
     MatchAny,
     Memory,
-    PayloadSchemaType,
     Point,
     QuantizationSearchParams,
     Query,
@@ -53,43 +51,49 @@ from qdrant_edge import (
 )
 
 from tasks.records import Chunk
+from tasks.resources import return_freed_memory
 from tasks.store_lease import StoreLease, Watcher
 from tasks.vector_store import VectorHit, chunked, payload_of
 
 UPSERT_POINTS = 1024  # points per update call
 SCROLL_POINTS = 10_000
-# The open segment is sealed and given its graph when it holds this much vector data (20k points
-# of 384 floats): graph builds and reopening the shard then cost what one segment costs.
-SEGMENT_KB = 30_000
-SEGMENTS = 64  # Qdrant merges segments while there are more than this many: here, never
+# The open segment is sealed and given its graph when it holds this much vector data (10k points
+# of 384 floats): a graph build then costs what one segment costs (large corpus, warm force
+# reindex, peak RSS: 577 MB with segments of 30 MB, 515 with 15 MB, 496 with 7.5 MB, whose
+# 48 segments made opening the shard take 0.5 s instead of 0.2 s).
+SEGMENT_KB = 15_000
+SEGMENTS = 1_000  # Qdrant merges segments while there are more than this many: in practice never
 HNSW_M = 16
 EF_CONSTRUCT = 100
 # HNSW search breadth: the graph is searched with ef = max(SEARCH_EF, limit).
 SEARCH_EF = 128
-# A writer keeps what it wrote mapped (and its open segment's indexes in memory) until it closes
-# the shard: after this many points it closes it, seals the full segment, and opens it again.
-SEAL_POINTS = 20_480
+# A writer keeps what it wrote mapped (the write-ahead log's and the open segment's pages) until
+# it closes the shard: it closes and reopens it after this many points (0.15 s on 245k points),
+# sealing the open segment first once it is full.
+REOPEN_POINTS = 5_120
 
 
-def edge_config(dim: int, segment_kb: int | None = None) -> EdgeConfig:
+def edge_config(dim: int) -> EdgeConfig:
     """Vectors stay on disk (memory-mapped, read on demand); searches walk each segment's graph
     over int8 copies of the vectors, then rescore the best candidates with the originals."""
-    segment_kb = segment_kb or SEGMENT_KB
     return EdgeConfig(
         vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine, memory=Memory.Cold),
         payload_memory=Memory.Cold,
         id_tracker_memory=Memory.Cold,
         quantization_config=ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, memory=QUANTIZED_MEMORY),
         hnsw_config=HnswIndexConfig(
-            m=HNSW_M, ef_construct=EF_CONSTRUCT, full_scan_threshold=segment_kb // 3, memory=Memory.Cached
+            m=HNSW_M, ef_construct=EF_CONSTRUCT, full_scan_threshold=SEGMENT_KB // 3, memory=Memory.Cached
         ),
         optimizers=EdgeOptimizersConfig(
-            indexing_threshold=segment_kb, max_segment_size=2 * segment_kb, default_segment_number=SEGMENTS
+            indexing_threshold=SEGMENT_KB, max_segment_size=2 * SEGMENT_KB, default_segment_number=SEGMENTS
         ),
     )
 
 
 QUANTIZED_MEMORY = Memory.Cold
+# Keyword payload indexes on disk: kept in memory, the large corpus's (245k points) took 45 MB
+# and made opening the shard take 0.9 s instead of 0.15 s.
+ON_DISK_KEYWORD = KeywordIndexParams(on_disk=True, memory=Memory.Cold)
 
 
 class EdgeStore:
@@ -100,7 +104,7 @@ class EdgeStore:
         self._shard = shard
         self.lease = lease
         self._written = 0  # points upserted since the shard was (re)opened
-        self._changed = False  # anything written or deleted since the last optimize
+        self._changed = False  # anything written or deleted since the shard was opened
         self.optimize_seconds = 0.0  # spent sealing segments and building graphs (a stage of its own)
 
     @classmethod
@@ -127,7 +131,7 @@ class EdgeStore:
         shutil.rmtree(path, ignore_errors=True)  # a creation that died halfway
         shard = EdgeShard.create(str(path), edge_config(dim))
         for field in ("path", "kind"):  # delete by file; search filters
-            shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
+            shard.update(UpdateOperation.create_field_index(field, ON_DISK_KEYWORD))
         shard.flush()
         return shard
 
@@ -136,33 +140,36 @@ class EdgeStore:
         return stored_dim(self.path)
 
     def _optimize(self) -> None:
-        """Seal full segments and build their graphs, in a child process, the shard closed here."""
+        """Seal a full open segment and build its graph (and rebuild segments with many deletions),
+        then reopen the shard, so what the build touched is unmapped. optimize() holds Python's GIL
+        while it runs: seconds per segment of this size (the threads of the run wait that long)."""
         started = time.perf_counter()
+        self._shard.optimize()
+        self.optimize_seconds += time.perf_counter() - started
+        self._reopen()
+
+    def _reopen(self) -> None:
         self._shard.flush()
         self._shard.close()
         self._shard = None
-        try:
-            run_optimizer(self.path)
-        finally:
-            self._shard = EdgeShard.load(str(self.path))
-            self._written = 0
-            self._changed = False
-            self.optimize_seconds += time.perf_counter() - started
+        return_freed_memory()  # what the shard held, back to the system
+        self._shard = EdgeShard.load(str(self.path))
+        self._written = 0
 
     # --- writing ------------------------------------------------------------------------
 
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         start = 0
         while start < len(chunks):
-            part = chunks[start : start + min(UPSERT_POINTS, SEAL_POINTS - self._written)]
+            part = chunks[start : start + min(UPSERT_POINTS, REOPEN_POINTS - self._written)]
             rows = vectors[start : start + len(part)].tolist()
             points = [Point(chunk.id, row, payload_of(chunk)) for chunk, row in zip(part, rows)]
             self._shard.update(UpdateOperation.upsert_points(points))
             start += len(part)
             self._written += len(part)
             self._changed = True
-            if self._written >= SEAL_POINTS:
-                self._optimize()
+            if self._written >= REOPEN_POINTS:
+                self._optimize() if self.open_segment_full() else self._reopen()
 
     def delete_files(self, rel_paths: Sequence[str]) -> None:
         for paths in chunked(rel_paths):
@@ -174,14 +181,13 @@ class EdgeStore:
         return {}
 
     def resume_indexing(self, paused: dict) -> None:
-        if self.open_segment_full():
-            self._optimize()
+        self._optimize()
 
     def keep_searchable(self) -> None:
-        """After an incremental run: if the open segment has filled up, it is sealed and given its
-        graph (and segments with many deletions are rebuilt); segments are small, so this takes
-        seconds at most. Below that the open segment is searched exactly, in milliseconds."""
-        if self._changed and self.open_segment_full():
+        """After an incremental run: a full open segment is sealed and given its graph, segments
+        with many deletions are rebuilt; segments are small, so this takes seconds at most.
+        Below that, the open segment is searched exactly, in milliseconds."""
+        if self._changed:
             self._optimize()
 
     def open_segment_full(self) -> bool:
@@ -264,6 +270,7 @@ class EdgeStore:
             if self._shard is not None:
                 self._shard.close()
                 self._shard = None
+                return_freed_memory()
         finally:
             if self.lease is not None:
                 self.lease.release()
@@ -274,17 +281,8 @@ def stored_dim(path: Path) -> int:
     return int(config["vectors"][""]["size"])
 
 
+# How a graph search uses the int8 copies; tests/benchmarks/bench_search.py compares the choices.
 RESCORE = QuantizationSearchParams(rescore=True, oversampling=2.0)
-
-
-def run_optimizer(path: Path) -> None:
-    """`python -m tasks.edge_store optimize PATH`: the graphs built in a child process, which
-    dies with this one (it cannot watch: optimize() holds its GIL), counted in the run's memory."""
-    from tasks.resources import child_process
-
-    with child_process([sys.executable, "-m", "tasks.edge_store", "optimize", str(path), str(SEGMENT_KB)]) as child:
-        if child.wait() != 0:
-            raise RuntimeError(f"building the vector store's HNSW graphs failed (exit {child.returncode}); run again")
 
 
 def _path_filter(paths: Sequence[str]) -> Filter:
@@ -339,19 +337,3 @@ class WarmEdgeReader:
     def close(self) -> None:
         self._watcher.stop()
         self.let_go()
-
-
-def _optimize_here(path: Path, segment_kb: int) -> None:
-    """The child's side of run_optimizer."""
-    from tasks.resources import die_with_parent
-
-    die_with_parent()
-    shard = EdgeShard.load(str(path), edge_config(stored_dim(path), segment_kb=segment_kb))
-    shard.optimize()
-    shard.flush()
-    shard.close()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["optimize"]:
-        _optimize_here(Path(sys.argv[2]), int(sys.argv[3]))

@@ -1,21 +1,20 @@
 """A run's memory: its peak, sampled, and what keeps glibc's heaps small.
 
-Peak resident memory counts this process and the worker processes it owns.
-The process-wide peak (getrusage) would include earlier runs of a long-lived Prefect
-worker; sampling measures this run alone. Other children (Prefect's temporary server)
-are not the run's and are not counted.
+Peak resident memory counts this process and the worker processes it owns, sampled every
+0.1 s. The process-wide peak (getrusage) would include earlier runs of a long-lived Prefect
+worker, so on Linux the kernel's high-water mark is reset when the run starts and read too:
+it also catches moments when no sampling thread can run (Qdrant Edge's optimize() holds the
+GIL). Other children (Prefect's temporary server) are not the run's and are not counted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
-import subprocess
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import psutil
 
@@ -28,12 +27,14 @@ class PeakRss:
         self._thread = threading.Thread(target=self._sample, name="rci-rss", daemon=True)
         self._process = psutil.Process()
         self._worker_pids: Callable[[], Iterable[int]] = lambda: ()
+        self._high_water_mark = False
 
     def watch(self, worker_pids: Callable[[], Iterable[int]]) -> None:
         """Also count these processes (the run's parse workers)."""
         self._worker_pids = worker_pids
 
     def __enter__(self) -> PeakRss:
+        self._high_water_mark = _reset_high_water_mark()
         self._measure()
         self._thread.start()
         return self
@@ -54,14 +55,33 @@ class PeakRss:
     def _measure(self) -> None:
         try:
             total = self._process.memory_info().rss
-            for pid in [*self._worker_pids(), *_run_children]:
+            for pid in list(self._worker_pids()):
                 try:
                     total += psutil.Process(pid).memory_info().rss
                 except psutil.Error:
                     continue
         except psutil.Error:
             return
-        self.peak_bytes = max(self.peak_bytes, total)
+        own_peak = _high_water_mark() if self._high_water_mark else 0
+        self.peak_bytes = max(self.peak_bytes, total, own_peak)
+
+
+def _reset_high_water_mark() -> bool:
+    """Linux: this process's peak RSS (VmHWM) starts again from its current RSS."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _high_water_mark() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 # glibc gives a new thread that allocates a heap ("arena") of its own, up to 8 per core, and
@@ -125,37 +145,3 @@ def exit_with_parent(interval: float = 0.5) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, name="rci-exit-with-parent", daemon=True).start()
-
-
-def die_with_parent() -> None:
-    """For a child whose main thread stays inside native code (Qdrant Edge's optimize() holds
-    the GIL, so no watching thread could run): the kernel kills it when its parent dies (Linux's
-    PR_SET_PDEATHSIG); elsewhere, a watching thread, which runs once the native call returns."""
-    try:
-        libc = _libc()
-        if libc.prctl(1, 9, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG, SIGKILL
-            if os.getppid() == 1:  # the parent died before the call
-                os._exit(0)
-            return
-    except (AttributeError, OSError):
-        pass
-    exit_with_parent()
-
-
-# Processes a run starts for a while (the vector store's graph builder): counted in its peak RSS.
-_run_children: set[int] = set()
-
-
-@contextlib.contextmanager
-def child_process(command: list[str]) -> Iterator[subprocess.Popen]:
-    """A child that belongs to the run: counted in PeakRss while it lives, killed if the run
-    stops waiting for it (an exception, Ctrl-C)."""
-    child = subprocess.Popen(command)
-    _run_children.add(child.pid)
-    try:
-        yield child
-    finally:
-        _run_children.discard(child.pid)
-        if child.poll() is None:
-            child.kill()
-            child.wait()

@@ -9,7 +9,9 @@ Per corpus:
 - a warm `Searcher` (what the MCP server keeps open): hybrid, bm25 and vector latency over the
   98 evaluation queries (tests/benchmarks/queries), 3 passes after a warm-up pass: p50 and p95;
 - what the HNSW graphs cost in recall: the 100 nearest chunks the graphs return against an
-  exact search of every point, for the same queries (recall@10 and recall@100).
+  exact search of every point, for the same queries (recall@10 and recall@100);
+- and in search quality: the evaluation's clap and regex queries on this corpus (which holds
+  both crates), hybrid and vector, with the graphs (int8 copies rescored or not) and exact.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def warm(root: Path, data: Path, texts: list[str]) -> dict:
         figures["points"] = searcher._warm_vectors._open().count()
         figures["graphs"] = searcher._warm_vectors._open().graphs_built()
         figures.update(graph_recall(searcher, texts))
+        figures["quality"] = corpus_quality(searcher, root)
     finally:
         searcher.close()
     return figures
@@ -86,6 +89,38 @@ def graph_recall(searcher, texts: list[str]) -> dict:
         at10.append(len(set(approximate[:10]) & set(exact[:10])) / 10)
         at100.append(len(set(approximate) & set(exact)) / 100)
     return {"graph_recall@10": round(statistics.mean(at10), 4), "graph_recall@100": round(statistics.mean(at100), 4)}
+
+
+def corpus_quality(searcher, root: Path) -> dict:
+    """The evaluation's queries on a corpus holding their crates, under each vector search setting."""
+    from qdrant_edge import QuantizationSearchParams
+
+    from tasks import edge_store
+    from tests.benchmarks.search_quality import evaluate
+
+    folders = {crate: next(p.name for p in root.iterdir() if p.name.startswith(f"{crate}-")) for crate in CRATES}
+    queries = [
+        {**q, "expect": [{**e, "file": f"{folders[crate]}/{e['file']}"} for e in q["expect"]]}
+        for crate in CRATES
+        for q in load(crate)
+    ]
+    settings = {
+        "graphs, int8 rescored": (QuantizationSearchParams(rescore=True, oversampling=2.0), False),
+        "graphs, int8 only": (QuantizationSearchParams(rescore=False), False),
+        "exact": (None, True),
+    }
+    rows = {}
+    chosen = edge_store.RESCORE
+    search = edge_store.EdgeStore.search
+    try:
+        for label, (rescore, exact) in settings.items():
+            edge_store.RESCORE = rescore or chosen
+            edge_store.EdgeStore.search = lambda self, *a, exact_=exact, **k: search(self, *a, exact=exact_, **k)
+            for engine in ("hybrid", "vector"):
+                rows[f"{engine}, {label}"] = evaluate(searcher, queries, engine)["all"]
+    finally:
+        edge_store.RESCORE, edge_store.EdgeStore.search = chosen, search
+    return rows
 
 
 def main() -> None:
@@ -115,6 +150,10 @@ def main() -> None:
         print(f"| {name} | {r['points']:,} | {r['graphs']} | {r['one_off_wall_s']} / {r['one_off_peak_rss_mb']} | "
               f"{r['hybrid_p50_ms']} / {r['hybrid_p95_ms']} | {r['bm25_p50_ms']} | {r['vector_p50_ms']} | "
               f"{r['graph_recall@10']} / {r['graph_recall@100']} |")  # fmt: skip
+    from tests.benchmarks.search_quality import table
+
+    for name, r in results.items():
+        print(table(f"{name}: clap + regex queries ({len(texts)}) on the whole corpus", r["quality"]))
     print(f"\nraw figures: {out}")
 
 

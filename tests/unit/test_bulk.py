@@ -90,7 +90,7 @@ def test_exit_failure_keeps_the_record_for_the_next_run(tmp_path):
 def small_segments(monkeypatch):
     """Segments sealed at 100 points of 8 dimensions; 64 points (2 KB) already earn a graph."""
     monkeypatch.setattr(edge_store, "SEGMENT_KB", 2)
-    monkeypatch.setattr(edge_store, "SEAL_POINTS", 100)
+    monkeypatch.setattr(edge_store, "REOPEN_POINTS", 100)
 
 
 def load(store: EdgeStore, count: int) -> None:
