@@ -228,6 +228,24 @@ def status(path: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--http", "http", default=None, metavar="HOST:PORT",
+              help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (loopback unless a token is set).")  # fmt: skip
+@click.option("--watch", is_flag=True, help="Reindex a code base a few seconds after its files change.")
+def mcp(http: str | None, watch: bool) -> None:
+    """Serve the index to coding agents over MCP (stdio by default)."""
+    settings = _settings()
+    _prepare_prefect(settings)
+    from flows.mcp_server import UsageError, serve
+
+    try:
+        serve(settings, http, watch)
+    except UsageError as error:
+        _fail(str(error), EXIT_USAGE)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
 @click.option("--limit", type=click.IntRange(1), default=None, help="Most flow runs at once (default: no limit).")
 def serve(limit: int | None) -> None:
     """Serve the deployments index, nightly-reindex and force-reindex (needs a Prefect server)."""

@@ -246,6 +246,10 @@ class EdgeStore:
     def count(self) -> int:
         return int(self._shard.count(CountRequest(exact=True)))
 
+    def vector_of(self, point_id: str) -> np.ndarray | None:
+        records = self._shard.retrieve([point_id], with_payload=False, with_vector=True)
+        return np.asarray(records[0].vector, dtype=np.float32) if records else None
+
     def points(self, rel_path: str | None = None, with_vectors: bool = False) -> list[dict]:
         """Every point (or one file's) as its id, payload and, if asked, vector (for tests)."""
         found: list[dict] = []
@@ -319,8 +323,12 @@ class WarmEdgeReader:
         return self._store
 
     def search(self, vector, limit, kinds=(), paths=None) -> list[VectorHit]:
+        return self.call(lambda store: store.search(vector, limit, kinds, paths))
+
+    def call(self, what):
+        """`what(store)` with the shard open (opened again if it was let go)."""
         with self._lock:
-            return self._open().search(vector, limit, kinds, paths)
+            return what(self._open())
 
     def let_go(self) -> None:
         with self._lock:

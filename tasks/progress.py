@@ -3,12 +3,15 @@
 Stages call the module functions; by default nothing listens. The CLI installs a sink for
 the duration of a run (its progress bar); every run also keeps `<data dir>/run.json` up to
 date (RunFile), which `rci status` reads while the run goes on. Flow parameters must be
-serialisable, so sinks are not parameters.
+serialisable, so sinks are not parameters: the sink is a context variable, which Prefect's
+task runner copies into the threads that run the flow's tasks, so two runs in one process
+(the MCP server's) report each to its own sinks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import socket
@@ -35,8 +38,7 @@ class Silent:
     def stage(self, name: str) -> None: ...
 
 
-_lock = threading.Lock()
-_sink: ProgressSink = Silent()
+_sink: contextvars.ContextVar[ProgressSink] = contextvars.ContextVar("rci_progress_sink", default=Silent())
 
 
 class Both:
@@ -137,37 +139,34 @@ def read_run_file(path: Path) -> dict | None:
 @contextlib.contextmanager
 def also_reporting_to(sink: ProgressSink) -> Iterator[None]:
     """Add a sink to the one installed (the CLI's bar, or none) for the duration."""
-    with reporting_to(Both(_sink, sink)):
+    with reporting_to(Both(_sink.get(), sink)):
         yield
 
 
 @contextlib.contextmanager
 def reporting_to(sink: ProgressSink) -> Iterator[None]:
-    global _sink
-    with _lock:
-        previous, _sink = _sink, sink
+    token = _sink.set(sink)
     try:
         yield
     finally:
-        with _lock:
-            _sink = previous
+        _sink.reset(token)
 
 
 def files_planned(count: int) -> None:
-    _sink.files_planned(count)
+    _sink.get().files_planned(count)
 
 
 def chunks_planned(count: int) -> None:
-    _sink.chunks_planned(count)
+    _sink.get().chunks_planned(count)
 
 
 def chunks_embedded(count: int) -> None:
-    _sink.chunks_embedded(count)
+    _sink.get().chunks_embedded(count)
 
 
 def files_done(count: int) -> None:
-    _sink.files_done(count)
+    _sink.get().files_done(count)
 
 
 def stage(name: str) -> None:
-    _sink.stage(name)
+    _sink.get().stage(name)

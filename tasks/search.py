@@ -145,6 +145,9 @@ class Searcher:
             self._check(load_manifest(self.layout.manifest_path))
         return self._embedder
 
+    def refresh(self) -> None:
+        self._refresh()
+
     def _refresh(self) -> None:
         """(Re)read the manifest, snapshot and Tantivy index when a run has committed since."""
         try:
@@ -215,16 +218,8 @@ class Searcher:
         return SearchResults(self._merge(rankings, rrf_k, limit), notes)
 
     def _vector_search(self, query: str, limit: int, kinds: list[str], paths: list[str] | None) -> list:
-        self._start_loading_model()
-        if self.warm:
-            if self._warm_vectors is None:
-                self._warm_vectors = open_warm(self.layout, self.settings)
-            return self._warm_vectors.search(self.embedder.embed_query(query), limit, kinds, paths)
-        store = open_for_reading(self.layout, self.settings)  # while the model loads
-        try:
-            return store.search(self.embedder.embed_query(query), limit, kinds, paths)
-        finally:
-            store.close()
+        self._start_loading_model()  # it loads while the store opens
+        return self._vectors_call(lambda store: store.search(self.embedder.embed_query(query), limit, kinds, paths))
 
     def _merge(self, rankings: list[list[_Hit]], rrf_k: int, limit: int) -> list[SearchResult]:
         """Fuse at the item level: each engine's ranking keeps an item once, at its best window's
@@ -247,6 +242,28 @@ class Searcher:
                          round(fused[hit.item_id], 6), snippet_of(hit.code), hit.path in stale)  # fmt: skip
             for hit in ordered
         ]
+
+    def stale_files(self, paths: Iterable[str]) -> set[str]:
+        return self._stale(paths)
+
+    def vector_of(self, chunk_id: str):
+        """The stored vector of one chunk."""
+        return self._vectors_call(lambda store: store.vector_of(chunk_id))
+
+    def nearest(self, vector, limit: int, kinds: Sequence[str] = (), paths: Sequence[str] | None = None) -> list:
+        """The vector store's nearest chunks to a vector (hits: id and score)."""
+        return self._vectors_call(lambda store: store.search(vector, limit, kinds, paths))
+
+    def _vectors_call(self, call):
+        if self.warm:
+            if self._warm_vectors is None:
+                self._warm_vectors = open_warm(self.layout, self.settings)
+            return self._warm_vectors.call(call)
+        store = open_for_reading(self.layout, self.settings)
+        try:
+            return call(store)
+        finally:
+            store.close()
 
     def _stale(self, paths: Iterable[str]) -> set[str]:
         """Files whose size or mtime differ from the snapshot's (or that are gone): reindex to refresh."""

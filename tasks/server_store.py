@@ -127,6 +127,14 @@ class ServerStore:
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
 
+    def vector_of(self, point_id: str) -> np.ndarray | None:
+        records = self.client.retrieve(self.collection, [point_id], with_payload=False, with_vectors=True)
+        return np.asarray(records[0].vector, dtype=np.float32) if records else None
+
+    def call(self, what):
+        """`what(store)`: a server needs no turn-taking (the same call as the embedded reader's)."""
+        return what(self)
+
     def close(self) -> None:
         self.client.close()
 

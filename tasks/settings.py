@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         60, ge=0, description="How long a run waits for searches to let go of the embedded vector store."
     )
 
+    mcp_max_chars: int = Field(
+        20_000, ge=1_000, description="Most characters an MCP tool answer holds; the rest is left out, with an offset."
+    )
+    mcp_token: SecretStr | None = Field(None, description="Bearer token `rci mcp --http` requires (RCI_MCP_TOKEN).")
+
     prefect: dict[str, str] = Field(default_factory=dict, description="PREFECT_* settings a profile selects.")
 
     @classmethod

@@ -240,6 +240,22 @@ class TantivyStore:
         hits = self._run(Query.term_set_query(self.schema, "id", list(ids)), limit=len(ids))
         return {hit.id: hit for hit in hits}
 
+    def named(self, name: str, parts: bool = True, limit: int = 100) -> list[TantivyHit]:
+        """Chunks of items named `name` (whole identifier, any case), then, with `parts`, of
+        items whose name shares its parts (`get_matches` -> get, matches), by BM25."""
+        clauses = [(Occur.Should, Query.boost_query(Query.term_query(self.schema, "name", name.lower()), 4.0))]
+        if parts:
+            for part in dict.fromkeys(identifier_parts(name)):
+                clauses.append((Occur.Should, Query.term_query(self.schema, "name_parts", part)))
+        return self._run(Query.boolean_query(clauses), limit)
+
+    def mentioning(self, identifier: str, limit: int = 100) -> list[TantivyHit]:
+        """Chunks whose code holds the identifier (any case), by BM25."""
+        return self._run(Query.term_query(self.schema, "code", identifier.lower()), limit)
+
+    def chunks_of_item(self, item_id: str) -> list[TantivyHit]:
+        return self._run(Query.term_query(self.schema, "item_id", item_id), limit=10_000)
+
     def chunks_of(self, rel_path: str) -> list[TantivyHit]:
         return self._run(Query.term_query(self.schema, "path", rel_path), limit=100_000)
 

@@ -11,10 +11,29 @@ from __future__ import annotations
 from tasks.commit import Manifest, incompatibility, load_manifest
 from tasks.discover import Discovery
 from tasks.embed import resolve_model
-from tasks.merkle import load_snapshot
+from tasks.merkle import Snapshot, load_snapshot
 from tasks.records import FileIssue
 from tasks.settings import CodebaseLayout, Settings
 from tasks.stats import IndexStats
+
+
+def changes_since_snapshot(
+    layout: CodebaseLayout, found: Discovery, previous: Snapshot | None = None, first_only: bool = False
+) -> list[str]:
+    """Files added, changed (size or mtime) or deleted since the last run's snapshot, by path;
+    every file when there is no snapshot. `first_only`: stop at the first one."""
+    previous = previous or load_snapshot(layout.snapshot_path)
+    if previous is None:
+        return [source.rel_path for source in found.files]
+    known = {**{path: failure.leaf for path, failure in previous.failed.items()}, **previous.leaves}
+    changed = []
+    for source in found.files:
+        leaf = known.pop(source.rel_path, None)
+        if leaf is None or leaf.size != source.size or leaf.mtime_ns != source.mtime_ns:
+            changed.append(source.rel_path)
+            if first_only:
+                return changed
+    return changed + sorted(known)  # the rest were deleted
 
 
 def up_to_date(layout: CodebaseLayout, settings: Settings, found: Discovery) -> IndexStats | None:
@@ -26,15 +45,8 @@ def up_to_date(layout: CodebaseLayout, settings: Settings, found: Discovery) -> 
     if incompatibility(manifest, wanted):
         return None  # the flow stops with the explanation
     previous = load_snapshot(layout.snapshot_path)
-    if previous is None:
+    if previous is None or changes_since_snapshot(layout, found, previous, first_only=True):
         return None
-    known = {**{path: failure.leaf for path, failure in previous.failed.items()}, **previous.leaves}
-    if len(known) != len(found.files):
-        return None
-    for source in found.files:
-        leaf = known.get(source.rel_path)
-        if leaf is None or leaf.size != source.size or leaf.mtime_ns != source.mtime_ns:
-            return None
     from tasks.tantivy_store import TantivyStore
 
     stats = IndexStats(

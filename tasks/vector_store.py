@@ -56,6 +56,8 @@ class VectorStore(Protocol):
 
     def count(self) -> int: ...
 
+    def vector_of(self, point_id: str) -> np.ndarray | None: ...
+
     def pause_indexing(self, record: Callable[[dict], None]) -> dict:
         """Bulk mode begins: `record(what resume_indexing will need)` is called first, then HNSW
         building stops; returns what was recorded."""
