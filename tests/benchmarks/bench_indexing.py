@@ -175,12 +175,13 @@ def median_run(args, data_dir, setup=None, repeats=3):
     return runs[len(runs) // 2]
 
 
-def bench_corpus(name: str, work: Path, modes, full: bool, warm: bool = False) -> list[dict]:
+def bench_corpus(name: str, work: Path, modes, full: bool, warm: bool = False, limit_run: bool = True) -> list[dict]:
     """`warm`: no embed-only limit and no cold runs; each mode's tree, index and cache from an
-    earlier run of this benchmark are reused."""
+    earlier run of this benchmark are reused. `limit_run` False: cold runs without the embed-only limit."""
     source = corpus(name, work)
     rows: list[dict] = []
-    if not warm:
+    limit = {"seconds": None}
+    if not warm and limit_run:
         limit = embed_only(source, work / "data" / f"{name}-embed-only")
         print(f"[{name}] embed-only limit: {limit['texts']:,} distinct texts in {limit['seconds']:.1f} s", flush=True)
         rows.append({"scenario": "embed-only limit", "mode": "-", "chunks": limit["texts"], "wall_s": round(limit["seconds"], 2),
@@ -277,6 +278,7 @@ def main() -> None:
     parser.add_argument(
         "--warm", action="store_true", help="small/medium: skip the cold runs, reuse each mode's index (minutes)"
     )
+    parser.add_argument("--skip-embed-only", action="store_true", help="cold runs without the embed-only limit (15 min less)")
     parser.add_argument("--work", type=Path, default=REPO / ".bench", help="downloads, corpora, indexes")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -285,7 +287,8 @@ def main() -> None:
     for name in [c for c in args.corpora.split(",") if c]:
         if name not in CORPORA or name == "large":
             parser.error(f"unknown corpus {name!r} here (large runs unless --skip-large)")
-        results[name] = bench_corpus(name, args.work, modes, full=(name == "medium"), warm=args.warm)
+        results[name] = bench_corpus(name, args.work, modes, full=(name == "medium"), warm=args.warm,
+                                     limit_run=not args.skip_embed_only)  # fmt: skip
     if not args.skip_large:
         results["large"] = bench_large(args.work, cold=not args.large_warm)
     out = args.work / "bench-indexing.json"
