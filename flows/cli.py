@@ -190,14 +190,17 @@ def search(path: str, query: str, limit: int, engine: str, kinds: tuple[str, ...
         if _debug():
             raise
         _fail(_one_line(error))
+    for note in results.notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
-        for note in results.notes:
-            click.echo(f"note: {note}", err=True)
         click.echo(json.dumps([result.to_json() for result in results], indent=2))
         return
-    from flows.report import print_results
-
-    print_results(results)
+    if not results:
+        click.echo("no results")
+    for result in results:  # plain lines, without rich: it costs a one-off search 90 ms to import
+        stale = "  (stale: changed since indexed)" if result.stale else ""
+        click.echo(f"{result.file}:{result.start_line}-{result.end_line}  {result.symbol}  {result.kind}  "
+                   f"{result.score:.4f}{stale}")  # fmt: skip
 
 
 @main.command()

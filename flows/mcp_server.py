@@ -485,6 +485,7 @@ def run_index(root: Path, force: bool, mode: str, runs: Runs) -> IndexAnswer:
 
 
 DEPLOYMENT = "index-codebase/index"
+PICKUP_SECONDS = 30  # a served deployment starts its runs within seconds; past this, nobody serves it
 
 
 def _through_deployment(root: Path, force: bool, mode: str) -> IndexAnswer | None:
@@ -503,11 +504,15 @@ def _through_deployment(root: Path, force: bool, mode: str) -> IndexAnswer | Non
         return None
     run = run_deployment(DEPLOYMENT, parameters={"directory": str(root), "force_reindex": force, "indexing_mode": mode},
                          timeout=0)  # fmt: skip
+    picked_up_by = time.monotonic() + PICKUP_SECONDS
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(run.id)
             if run.state and run.state.is_final():
                 break
+            if run.state and run.state.is_scheduled() and time.monotonic() > picked_up_by:
+                client.delete_flow_run(run.id)  # nobody serves it after all (a stopped `rci serve`): run it here
+                return None
             time.sleep(1)
     if not run.state.is_completed():
         raise RuntimeError(f"flow run {run.name} of {DEPLOYMENT} ended {run.state.name}: {run.state.message or ''}".strip())

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tasks.progress import ProgressSink, Silent
-from tasks.search import SearchResult
 from tasks.stats import IndexStats
 from tasks.status import IndexStatus
 
@@ -129,18 +128,6 @@ def _listed(label: str, lines: list[str]) -> None:
         out.print(f"  {label:<8} {line}", markup=False)
     if len(lines) > MAX_LISTED:
         out.print(f"  {label:<8} ... and {len(lines) - MAX_LISTED} more (`rci index --json` lists all)")
-
-
-def print_results(results: list[SearchResult]) -> None:
-    for note in getattr(results, "notes", []):
-        err.print(f"note: {note}", markup=False)
-    if not results:
-        out.print("no results")
-        return
-    for result in results:
-        location = f"{result.file}:{result.start_line}-{result.end_line}"
-        stale = "  (stale: changed since indexed)" if result.stale else ""
-        out.print(f"{location}  {result.symbol}  {result.kind}  {result.score:.4f}{stale}", markup=False)
 
 
 def _progress(progress: dict) -> str:

@@ -110,13 +110,15 @@ def open_for_reading(layout: CodebaseLayout, settings: Settings, wait_seconds: f
         from tasks.server_store import ServerStore
 
         return ServerStore.connect(settings, layout.collection)
-    from tasks.edge_store import EdgeStore
+    from tasks.edge_store import ONE_OFF_EXACT_POINTS, EdgeStore
     from tasks.store_lease import StoreLease
 
     lease = StoreLease(layout.data_dir, "search")
     lease.take_unless_indexing(wait_seconds)
     try:
-        return EdgeStore.open(layout.edge_dir, lease=lease)
+        store = EdgeStore.open(layout.edge_dir, lease=lease)
+        store.exact = store.approximate_count() <= ONE_OFF_EXACT_POINTS
+        return store
     except BaseException:
         lease.release()
         raise

@@ -203,6 +203,29 @@ def test_nightly_indexes_every_code_base_and_names_the_one_that_failed(served):
     assert sorted(c.state.type.value for c in children) == ["COMPLETED", "FAILED"]
 
 
+def test_the_mcp_tool_index_codebase_runs_through_the_served_deployment(served):
+    import anyio
+
+    from tests.integration.test_mcp import call, session
+
+    crate = served["alpha"]
+    (crate / "src" / "served.rs").write_text("/// Indexed through the served deployment.\npub fn through_the_deployment() {}\n")
+
+    async def scenario():
+        extra = {k: served["env"][k] for k in ("RCI_CODEBASES", "RCI_ALLOWED_ROOTS")}
+        async with session(served["base"] / "data", **extra) as client:
+            answer = await call(client, "index_codebase", directory=str(crate))
+            assert answer["via"] == "deployment index-codebase/index" and answer["state"] == "Completed"
+            found = await call(client, "find_definition", directory=str(crate), symbol="through_the_deployment", exact=True)
+            assert [i["symbol"] for i in found["items"]] == ["demo_tensor::served::through_the_deployment"]
+            return answer["flow_run"]
+
+    flow_run = anyio.run(scenario)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"any_": [flow_run]}))
+    assert [r.state.type.value for r in runs] == ["COMPLETED"] and runs[0].parameters["directory"] == str(crate)
+
+
 def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(served):
     """Last in this module: deploying replaces the served deployments of the same names."""
     repo = Path(__file__).resolve().parents[2]

@@ -256,3 +256,29 @@ def test_a_run_outlives_a_client_that_stops_waiting_and_index_status_reports_it(
             assert seen_running and status["chunks_tantivy"] == 45 and status["stores_agree"]
 
     anyio.run(scenario)
+
+
+def test_watch_reindexes_a_registered_code_base_after_its_files_change(demo_crate, data_dir):
+    root = str(demo_crate)
+    assert rci("index", root).returncode == 0
+
+    async def scenario():
+        params = StdioServerParameters(command=RCI, args=["mcp", "--watch"], env=server_env(data_dir, RCI_CODEBASES=json.dumps([root])))
+        with open(data_dir.parent / "mcp-watch.log", "a") as errlog:
+            async with stdio_client(params, errlog=errlog) as (read, write):
+                async with ClientSession(read, write) as client:
+                    await client.initialize()
+                    await anyio.sleep(1)  # the watcher is up
+                    (demo_crate / "src" / "watched.rs").write_text("/// Parses a sailing route.\npub fn parse_sailing_route() {}\n")
+                    deadline = time.monotonic() + 180
+                    while True:
+                        found = await call(client, "find_definition", directory=root, symbol="parse_sailing_route", exact=True)
+                        if found["items"]:
+                            break
+                        assert time.monotonic() < deadline, (data_dir.parent / "mcp-watch.log").read_text()[-2000:]
+                        await anyio.sleep(1)
+                    assert found["items"][0]["file"] == "src/watched.rs"
+                    status = await call(client, "index_status", directory=root)
+                    assert not status["stale"] and status["last_run"]["files_indexed"] == 1
+
+    anyio.run(scenario)
