@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.benchmarks.bench_indexing import run_rci, set_prefect_home  # noqa: E402
+from tests.benchmarks.bench_indexing import measure_rci, set_prefect_home  # noqa: E402
 from tests.benchmarks.search_quality import CRATES, load  # noqa: E402
 
 # Where bench_indexing.py leaves each corpus: (its tree, its data folder).
@@ -42,12 +42,12 @@ def percentile(values: list[float], share: float) -> float:
 
 def one_off(root: Path, data: Path) -> dict:
     walls, peaks = [], []
+    measure_rci(["search", str(root), "warm-up", "--json"], data)  # bytecode caches, page cache
     for query in ONE_OFF_QUERIES:
         for _ in range(3):
-            timeline: list[tuple[float, float]] = []
-            _, wall = run_rci(["search", str(root), query, "--json"], data, timeline, every=0.02)
+            _, wall, peak = measure_rci(["search", str(root), query, "--json"], data)
             walls.append(wall)
-            peaks.append(max((mb for _, mb in timeline), default=0.0))
+            peaks.append(peak)
     return {"one_off_wall_s": round(statistics.median(walls), 3), "one_off_peak_rss_mb": round(statistics.median(peaks), 1)}
 
 
