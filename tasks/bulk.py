@@ -26,7 +26,7 @@ class BulkState:
     @property
     def note(self) -> str:
         if self.location == "embedded":
-            return "bulk mode: no HNSW graph during the load; built once at the end"
+            return "bulk mode: nothing merged or rebuilt during the load; each segment's HNSW graph built once"
         return f"bulk mode: HNSW building paused during the load (m {self.paused.get('hnsw_m')} -> 0), then restored"
 
 
