@@ -232,7 +232,7 @@ def status(path: str, as_json: bool) -> None:
 
 @main.command()
 @click.option("--http", "http", default=None, metavar="HOST:PORT",
-              help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (loopback unless a token is set).")  # fmt: skip
+              help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (PORT alone: 127.0.0.1).")  # fmt: skip
 @click.option("--watch", is_flag=True, help="Reindex a code base a few seconds after its files change.")
 def mcp(http: str | None, watch: bool) -> None:
     """Serve the index to coding agents over MCP (stdio by default)."""

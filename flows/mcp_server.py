@@ -640,10 +640,11 @@ class UsageError(ValueError):
 
 
 def parse_address(address: str) -> tuple[str, int]:
+    """HOST:PORT, or PORT alone (or :PORT) for 127.0.0.1."""
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--http takes HOST:PORT, e.g. 127.0.0.1:8765; got {address!r}")
-    return host.strip("[]"), int(port)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--http takes HOST:PORT or PORT, e.g. 127.0.0.1:8765; got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def check_http(settings: Settings, host: str) -> None:
