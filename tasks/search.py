@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +72,8 @@ KIND_PRIOR = {"impl": 0.5, "module": 0.5}
 # Test code (tests/, benches/, examples/ folders, `mod test`/`mod tests`) ranks below the code it
 # tests: a description of behaviour names the API more often than its test.
 TEST_PRIOR = 0.5
+# Each engine's weight in the fusion by the query's shape (query_shape); missing: 1.
+SHAPE_WEIGHTS: dict[str, dict[str, float]] = {}
 _TEST_FOLDERS = ("tests/", "benches/", "examples/")
 
 
@@ -80,12 +83,25 @@ def is_test_code(rel_path: str, symbol: str) -> bool:
     )
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None) -> dict[str, float]:
     scores: dict[str, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, key in enumerate(dict.fromkeys(ranking), start=1):
-            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+            scores[key] = scores.get(key, 0.0) + weight / (k + rank)
     return scores
+
+
+_IDENTIFIER_TOKEN = re.compile(r"[_:<>(\[]|[a-z][A-Z]|^[A-Z][a-z]+[A-Z]")
+
+
+def query_shape(query: str) -> str:
+    """"identifier" (`replace_all`, `captures iter`, `LitInt base10`), "sentence" (three or more
+    plain words) or "mixed" (words and an identifier)."""
+    words = query.split()
+    marked = sum(1 for word in words if _IDENTIFIER_TOKEN.search(word))
+    if len(words) <= 2 or marked == len(words):
+        return "identifier"
+    return "mixed" if marked else "sentence"
 
 
 def snippet_of(code: str, lines: int = SNIPPET_LINES) -> str:
@@ -125,6 +141,7 @@ class Searcher:
         self._embedder = embedder
         self.kind_prior = dict(KIND_PRIOR)
         self.test_prior = TEST_PRIOR
+        self.shape_weights = {shape: dict(w) for shape, w in SHAPE_WEIGHTS.items()}
         self._manifest_seen = None
         self.tantivy: TantivyStore | None = None
         self._warm_vectors = None
@@ -204,6 +221,8 @@ class Searcher:
                 return SearchResults()
         notes: list[str] = []
         rankings: list[list[_Hit]] = []
+        weights: list[float] = []
+        shape_weights = self.shape_weights.get(query_shape(query), {})
         vector_hits = None
         if engine in ("hybrid", "vector"):
             try:
@@ -212,21 +231,23 @@ class Searcher:
                 notes.append(str(unavailable))
         if engine in ("hybrid", "bm25") or vector_hits is None:
             rankings.append([_from_tantivy(h) for h in self.tantivy.search(query, bm25_candidates, kinds, paths)])
+            weights.append(shape_weights.get("bm25", 1.0))
         if vector_hits:
             docs = self.tantivy.by_ids([hit.id for hit in vector_hits])
             rankings.append([_from_tantivy(docs[hit.id]) for hit in vector_hits if hit.id in docs])
-        return SearchResults(self._merge(rankings, rrf_k, limit), notes)
+            weights.append(shape_weights.get("vector", 1.0))
+        return SearchResults(self._merge(rankings, rrf_k, limit, weights), notes)
 
     def _vector_search(self, query: str, limit: int, kinds: list[str], paths: list[str] | None) -> list:
         self._start_loading_model()  # it loads while the store opens
         return self._vectors_call(lambda store: store.search(self.embedder.embed_query(query), limit, kinds, paths))
 
-    def _merge(self, rankings: list[list[_Hit]], rrf_k: int, limit: int) -> list[SearchResult]:
+    def _merge(self, rankings: list[list[_Hit]], rrf_k: int, limit: int, weights: list[float]) -> list[SearchResult]:
         """Fuse at the item level: each engine's ranking keeps an item once, at its best window's
         rank (so one long item's windows do not push others down), then reciprocal rank fusion;
         the result shows the item's best window's snippet."""
         items = [list(_best_window_per_item(ranking).values()) for ranking in rankings]
-        fused = reciprocal_rank_fusion([[hit.item_id for hit in ranking] for ranking in items], rrf_k)
+        fused = reciprocal_rank_fusion([[hit.item_id for hit in ranking] for ranking in items], rrf_k, weights)
         shown: dict[str, _Hit] = {}
         for ranking in items:
             for hit in ranking:

@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tasks.search import KIND_PRIOR  # noqa: E402
+from tasks.search import KIND_PRIOR, SHAPE_WEIGHTS  # noqa: E402
 from tests.benchmarks.corpora import corpus, crate_source  # noqa: E402
 from tests.benchmarks.metrics import mean, scores  # noqa: E402
 
@@ -138,6 +138,15 @@ def tune(searchers: dict, queries: dict) -> list[str]:
     for c in tuned:
         searchers[c].kind_prior = dict(KIND_PRIOR)
     out.append(table(f"hybrid fusion (weights: {best})", fusion_rows))
+    shape_rows = {}
+    for sentence_vector in (1.0, 1.5, 2.0):
+        for identifier_bm25 in (1.0, 1.5, 2.0):
+            for c in tuned:
+                searchers[c].shape_weights = {"sentence": {"vector": sentence_vector}, "identifier": {"bm25": identifier_bm25}}
+            shape_rows[f"sentences: vector x{sentence_vector}, identifiers: bm25 x{identifier_bm25}"] = both("hybrid")
+    for c in tuned:
+        searchers[c].shape_weights = {shape: dict(w) for shape, w in SHAPE_WEIGHTS.items()}
+    out.append(table("hybrid, engine weights by query shape (tasks.search.query_shape)", shape_rows))
     return out
 
 def latency(searcher, texts: list[str]) -> tuple[float, float]:

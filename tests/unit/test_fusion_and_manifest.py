@@ -1,7 +1,7 @@
 import pytest
 
 from tasks.commit import Manifest, incompatibility, load_manifest, save_manifest
-from tasks.search import Searcher, _Hit, is_test_code, reciprocal_rank_fusion
+from tasks.search import Searcher, _Hit, is_test_code, query_shape, reciprocal_rank_fusion
 
 
 def test_rrf_hand_computed():
@@ -16,6 +16,26 @@ def test_rrf_counts_a_key_once_per_ranking():
     assert reciprocal_rank_fusion([["a", "a", "b"]], k=0) == {"a": 1.0, "b": 0.5}
 
 
+def test_rrf_weights_scale_each_ranking():
+    scores = reciprocal_rank_fusion([["a", "b"], ["b"]], k=0, weights=[2.0, 1.0])
+    assert scores == {"a": 2.0, "b": 1.0 + 1.0}
+
+
+@pytest.mark.parametrize(
+    "query, shape",
+    [
+        ("replace_all", "identifier"),
+        ("captures iter", "identifier"),
+        ("CaptureLocations get", "identifier"),
+        ("Regex::new compile a pattern or get an error", "mixed"),
+        ("par_windows overlapping slices of a slice", "mixed"),
+        ("make an option mandatory unless another option was supplied", "sentence"),
+    ],
+)
+def test_query_shapes(query, shape):
+    assert query_shape(query) == shape
+
+
 def hit(item: str, window: int = 0, kind: str = "function", path: str = "src/lib.rs", symbol: str = "") -> _Hit:
     return _Hit(f"{item}#{window}", item, path, symbol or f"demo::{item}", kind, 1, 9, f"fn {item}() {{}}")
 
@@ -25,7 +45,8 @@ def fusing(rankings, k=10) -> list[tuple[str, float]]:
     searcher = Searcher.__new__(Searcher)
     searcher.kind_prior, searcher.test_prior = {"impl": 0.5, "module": 0.5}, 0.5
     searcher._stale = lambda paths: set()
-    return [(r.symbol, r.score) for r in searcher._merge(rankings, k, limit=10)]  # scores rounded to 6 places
+    weights = [1.0] * len(rankings)
+    return [(r.symbol, r.score) for r in searcher._merge(rankings, k, limit=10, weights=weights)]  # scores rounded to 6 places
 
 
 def test_fusion_counts_an_item_once_per_engine_at_its_best_window():
