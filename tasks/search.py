@@ -95,8 +95,8 @@ _IDENTIFIER_TOKEN = re.compile(r"[_:<>(\[]|[a-z][A-Z]|^[A-Z][a-z]+[A-Z]")
 
 
 def query_shape(query: str) -> str:
-    """"identifier" (`replace_all`, `captures iter`, `LitInt base10`), "sentence" (three or more
-    plain words) or "mixed" (words and an identifier)."""
+    """The query's shape: "identifier" (`replace_all`, `captures iter`, `LitInt base10`),
+    "sentence" (three or more plain words) or "mixed" (words and an identifier)."""
     words = query.split()
     marked = sum(1 for word in words if _IDENTIFIER_TOKEN.search(word))
     if len(words) <= 2 or marked == len(words):
