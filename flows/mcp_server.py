@@ -161,9 +161,21 @@ def within_budget(make: Callable[[list, Page], BaseModel], items: list, offset: 
         keep -= 1
 
 
+def paged(found: list, offset: int, limit: int, convert: Callable, make: Callable[[list, Page], BaseModel], budget: int,
+          unit: str):
+    """The page `found[offset:offset+limit]` (found holds one more when there is more), each
+    item converted, within the budget."""
+    shown = [convert(item) for item in found[offset : offset + limit]]
+    return within_budget(make, shown, offset, len(found) > offset + limit, budget, unit)
+
+
 def _hit(item: navigate.Item, score: float | None = None, snippet: str = "") -> Hit:
     return Hit(file=item.file, start_line=item.start_line, end_line=item.end_line, symbol=item.symbol,
                kind=item.kind, score=score, snippet=snippet or item.signature, stale=item.stale)  # fmt: skip
+
+
+def _items_answer(items: list[Hit], page: Page) -> ItemsAnswer:
+    return ItemsAnswer(items=items, page=page)
 
 
 # --- code bases ------------------------------------------------------------------------------
@@ -307,12 +319,8 @@ def build_server(settings: Settings, http: bool = False) -> App:
 
         def run(searcher: Searcher):
             found = searcher.search(query, limit=offset + limit + 1, engine=engine, kinds=kind, path=path)
-            page = found[offset : offset + limit]
-            hits = [Hit(**result.to_json()) for result in page]
-            return within_budget(
-                lambda items, p: SearchAnswer(results=items, page=p, notes=found.notes),
-                hits, offset, len(found) > offset + limit, budget, "results",
-            )  # fmt: skip
+            return paged(found, offset, limit, lambda result: Hit(**result.to_json()),
+                         lambda items, p: SearchAnswer(results=items, page=p, notes=found.notes), budget, "results")  # fmt: skip
 
         return await read(directory, run)
 
@@ -329,10 +337,7 @@ def build_server(settings: Settings, http: bool = False) -> App:
 
         def run(searcher: Searcher):
             found = navigate.find_definition(searcher, symbol, exact=exact, limit=offset + limit + 1)
-            return within_budget(
-                lambda items, p: ItemsAnswer(items=items, page=p),
-                [_hit(i) for i in found[offset : offset + limit]], offset, len(found) > offset + limit, budget, "items",
-            )  # fmt: skip
+            return paged(found, offset, limit, _hit, _items_answer, budget, "items")
 
         return await read(directory, run)
 
@@ -348,11 +353,8 @@ def build_server(settings: Settings, http: bool = False) -> App:
 
         def run(searcher: Searcher):
             found = navigate.find_references(searcher, symbol, limit=offset + limit + 1)
-            refs = [ReferenceHit(**_hit(r.item).model_dump(), lines=r.lines) for r in found[offset : offset + limit]]
-            return within_budget(
-                lambda items, p: ReferencesAnswer(references=items, page=p),
-                refs, offset, len(found) > offset + limit, budget, "references",
-            )  # fmt: skip
+            return paged(found, offset, limit, lambda r: ReferenceHit(**_hit(r.item).model_dump(), lines=r.lines),
+                         lambda items, p: ReferencesAnswer(references=items, page=p), budget, "references")  # fmt: skip
 
         return await read(directory, run)
 
@@ -369,10 +371,7 @@ def build_server(settings: Settings, http: bool = False) -> App:
 
         def run(searcher: Searcher):
             found = navigate.similar_items(searcher, file, line, query, limit=offset + limit + 1)
-            return within_budget(
-                lambda items, p: ItemsAnswer(items=items, page=p),
-                [_hit(i) for i in found[offset : offset + limit]], offset, len(found) > offset + limit, budget, "items",
-            )  # fmt: skip
+            return paged(found, offset, limit, _hit, _items_answer, budget, "items")
 
         return await read(directory, run)
 
