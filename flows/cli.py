@@ -7,10 +7,8 @@ RCI_DEBUG=1 restores Prefect's logging and shows tracebacks.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
 import time
 import warnings
@@ -46,6 +44,10 @@ def _prepare_prefect(settings, quiet: bool = True) -> None:
     for key, value in settings.prefect.items():
         os.environ.setdefault(key.upper(), str(value))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry errors without a network
+    if os.environ.get("PREFECT_API_URL"):  # a long-running server: it learns of dead runs from heartbeats
+        from flows.unresponsive_runs import send_heartbeats
+
+        send_heartbeats()
     if quiet and not _debug():
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         warnings.filterwarnings("ignore")
@@ -94,7 +96,7 @@ def index(path: str, force: bool, reembed: bool, mode: str | None, as_json: bool
         stats.wall_seconds = round(time.perf_counter() - started, 3)
     if stats is None:
         _prepare_prefect(settings)
-        stats = _run_index(request)
+        stats = _run_index(request, settings)
     if as_json:
         click.echo(stats.model_dump_json(indent=2))
     else:
@@ -117,20 +119,26 @@ def _request(path: str, force: bool, reembed: bool, mode: str):
         _fail(first["msg"].removeprefix("Value error, "), EXIT_USAGE)
 
 
-def _run_index(request):
+def _run_index(request, settings):
+    from prefect.exceptions import TerminationSignal
+
     from flows.report import progress_bar
     from tasks.discover import NoRustFiles
     from tasks.progress import reporting_to
+    from tasks.stopping import stop_on_signals
 
     try:
         from flows.index import index_codebase
         from flows.temporary_server import temporary_prefect_server
 
-        with terminate_as_interrupt(), temporary_prefect_server(), progress_bar() as sink, reporting_to(sink):
+        configured = os.environ.get("PREFECT_API_URL")
+        with stop_on_signals(), temporary_prefect_server() as url, progress_bar() as sink, reporting_to(sink):
+            if configured and url == configured:
+                _watch_for_dead_runs(settings)
             return index_codebase(**request.model_dump())
     except NoRustFiles as error:  # the files went away since the CLI looked
         _fail(str(error), EXIT_USAGE)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TerminationSignal):
         _fail("interrupted; the index keeps its last committed state, rerun to finish", 130)
     except Exception as error:  # one line for people; RCI_DEBUG=1 for the traceback
         if _debug():
@@ -138,19 +146,16 @@ def _run_index(request):
         _fail(_one_line(error))
 
 
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """`kill` (SIGTERM) ends a run as Ctrl-C does: the with-blocks unwind, so Prefect's temporary
-    server stops with the run (by default it went on running, orphaned) and bulk mode is restored."""
+def _watch_for_dead_runs(settings) -> None:
+    """On a long-running Prefect server: the automation that marks dead runs Crashed."""
+    from flows.unresponsive_runs import ensure_crash_automation
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        ensure_crash_automation(settings.crashed_after_seconds)
+    except Exception as error:  # an older server without automations: the run still goes on
+        if _debug():
+            raise
+        click.echo(f"note: could not set up crash detection on the Prefect server ({_one_line(error)})", err=True)
 
 
 def _one_line(error: BaseException) -> str:
@@ -226,7 +231,7 @@ def status(path: str, as_json: bool) -> None:
         from flows.report import print_status
 
         print_status(info)
-    if info.indexed and info.stores_agree is False:
+    if info.damaged or (info.indexed and info.stores_agree is False):
         sys.exit(EXIT_FAILED)
 
 
@@ -268,6 +273,7 @@ def serve(limit: int | None) -> None:
         )
     from deployments.serve import serve_deployments
 
+    _watch_for_dead_runs(settings)
     try:
         serve_deployments(settings, limit)
     except KeyboardInterrupt:

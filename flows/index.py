@@ -26,11 +26,12 @@ from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.modes import run_mode
-from tasks import dag, progress
+from tasks import dag, progress, stopping
 from tasks.bulk import recover_bulk_mode
 from tasks.commit import save_unfinished
+from tasks.disk_space import DiskFull, disk_full_error, folder_bytes, is_disk_full, require_space, run_needs
 from tasks.discover import Discovery
-from tasks.lock import codebase_lock
+from tasks.lock import codebase_lock, describe as describe_holder
 from tasks.merkle import diff
 from tasks.params import Directory, ForceReembed, ForceReindex, IndexingMode, Mode, documented_parameters
 from tasks.resources import PeakRss, tune_malloc
@@ -47,9 +48,10 @@ TASK_RUNNER = ThreadPoolTaskRunner(max_workers=16)
 
 
 def restore_bulk_mode(flow, run, state) -> None:
-    """on_cancellation / on_crashed: a run killed in bulk mode leaves its record; restore now."""
+    """on_cancellation / on_crashed: a run killed in bulk mode leaves its record; restore now.
+    Not for a run being stopped by a signal: it must be gone in seconds, the next run restores."""
     directory = (run.parameters or {}).get("directory")
-    if not directory:
+    if not directory or stopping.requested():
         return
     settings = load_settings()
     layout = CodebaseLayout.for_root(Path(directory), settings)
@@ -79,7 +81,7 @@ def index_codebase(
     clock = StageClock()
     force = force_reindex or force_reembed
 
-    with PeakRss() as rss:
+    with stopping.stop_inside_flow_run(), PeakRss() as rss:
         found = _discover(Path(directory), settings, clock)
         layout = CodebaseLayout.for_root(found.root, settings)
         plan = plan_for_run(settings, len(found.files), sum(f.size for f in found.files), IndexingMode(indexing_mode).value)
@@ -94,7 +96,12 @@ def index_codebase(
         )
         stats.skip(found.skipped)
 
-        with one_run_at_a_time(layout, settings), progress_file(layout):
+        with one_run_at_a_time(layout, settings, stats), progress_file(layout), said_plainly(layout):
+            require_space(
+                layout.data_dir,
+                run_needs(sum(f.size for f in found.files) if force or not layout.manifest_path.exists() else 0),
+                freed_first=folder_bytes(layout.tantivy_dir) + folder_bytes(layout.edge_dir) if force else 0,
+            )
             index = dag.open_index(layout, settings, plan, force, force_reembed)
             rss.watch(index.worker_pids)
             try:
@@ -139,6 +146,8 @@ def _index_changes(index: IndexSession, found: Discovery, stats: IndexStats, clo
     clock.merge(dag.remove_files(index, changes.to_remove))
 
     to_index = set(changes.to_index)
+    if not index.fresh:
+        require_space(index.layout.data_dir, run_needs(sum(f.size for f in found.files if f.rel_path in to_index)))
     failures = run_mode(index, [f for f in found.files if f.rel_path in to_index], stats, clock)
 
     index.manifest.last_run = _last_run(stats, time.perf_counter() - started)
@@ -154,16 +163,43 @@ def _index_changes(index: IndexSession, found: Discovery, stats: IndexStats, clo
 
 @contextlib.contextmanager
 def bulk_mode(index: IndexSession, stats: IndexStats, clock: StageClock) -> Iterator[None]:
-    """Bulk mode around a load into empty stores, exited whatever happens inside."""
+    """Bulk mode around a load into empty stores, exited whatever happens inside, except a stop
+    by a signal: building the graphs takes longer than a stop may, so the record stays and the
+    next run ends bulk mode first."""
     state = dag.enter_bulk_mode(index) if index.fresh else None
     try:
         yield
     finally:
-        if state is not None:
+        if state is not None and not stopping.requested():
             progress.stage("optimize")
             with clock.time("optimize"):
                 dag.exit_bulk_mode(index, state)
             stats.notes.append(state.note)
+
+
+class CacheDamaged(RuntimeError):
+    """The embedding cache broke during the run (it is checked when opened)."""
+
+
+@contextlib.contextmanager
+def said_plainly(layout: CodebaseLayout) -> Iterator[None]:
+    """A full disk (ENOSPC from a store, the cache or a file write) and a cache that breaks
+    during the run end it with one line that says what to do."""
+    import sqlite3
+
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as error:
+        if is_disk_full(error):
+            raise disk_full_error(layout.data_dir, error) from error
+        if isinstance(error, sqlite3.DatabaseError):
+            raise CacheDamaged(
+                f"the embedding cache {layout.cache_path} is damaged ({error}): delete it and rerun "
+                f"`rci index {layout.root}` (text not in the cache is embedded again)"
+            ) from error
+        raise
 
 
 @contextlib.contextmanager
@@ -178,7 +214,7 @@ def progress_file(layout: CodebaseLayout) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def one_run_at_a_time(layout: CodebaseLayout, settings: Settings) -> Iterator[None]:
+def one_run_at_a_time(layout: CodebaseLayout, settings: Settings, stats: IndexStats) -> Iterator[None]:
     """The data folder's lock first (it covers CLI runs and every Prefect server, and the kernel
     drops it when its holder dies, SIGKILL included), then Prefect's concurrency slot for the
     code base, which shows in the UI which code bases are being indexed. Holding the lock, no
@@ -188,16 +224,50 @@ def one_run_at_a_time(layout: CodebaseLayout, settings: Settings) -> Iterator[No
 
     def waiting(holder: str) -> None:
         progress.stage("waiting")
-        logger.info("waiting for %s to finish with %s", holder, layout.root)
+        line = f"waiting for {holder} to finish with {layout.root} (at most {settings.lock_wait_seconds:.0f} s)"
+        logger.info(line)
+        progress.note(line)
+
+    def taking_over(previous: dict) -> None:
+        line = f"{describe_holder(previous)} ended without finishing; taking over {layout.root}"
+        if mark_crashed(previous.get("flow_run_id")):
+            line += " and marking that run Crashed"
+        logger.warning(line)
+        progress.note(line)
+        stats.notes.append(line)
 
     with contextlib.ExitStack() as held:
-        held.enter_context(codebase_lock(layout.lock_path, settings.lock_wait_seconds, label, on_wait=waiting))
+        held.enter_context(
+            codebase_lock(
+                layout.lock_path, settings.lock_wait_seconds, label,
+                on_wait=waiting, on_takeover=taking_over, flow_run_id=str(flow_run.id) if flow_run.id else None,
+            )  # fmt: skip
+        )
         held.enter_context(prefect_slot(f"rci-index-{layout.codebase_id}"))
         logger.info("holding %s: no other run writes its index until this one ends", layout.root)
         try:
             yield
         finally:
             logger.info("released %s", layout.root)
+
+
+def mark_crashed(flow_run_id: str | None) -> bool:
+    """The flow run of a run that died (SIGKILL, OOM, power) shows Crashed, not Running for ever.
+    False when it is unknown to this Prefect server (another server's, or the temporary one's)."""
+    if not flow_run_id:
+        return False
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is None or run.state.is_final():
+                return False
+            message = "the process running it died without finishing (found by the next run of its code base)"
+            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+            return True
+    except Exception:  # not this server's run: nothing to mark
+        return False
 
 
 @contextlib.contextmanager

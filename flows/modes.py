@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from prefect.futures import PrefectFuture, as_completed, wait
 
-from tasks import dag, progress
+from tasks import dag, progress, stopping
 from tasks.records import FileIssue, SourceFile
 from tasks.session import IndexSession
 from tasks.stats import BatchOutcome, IndexStats, StageClock
@@ -100,7 +100,8 @@ def index_pipeline(index: IndexSession, files: Sequence[SourceFile], tally: _Tal
 
 
 class _settled:
-    """On failure, let every submitted task finish before the stores are closed under them."""
+    """On failure, let every submitted task finish before the stores are closed under them.
+    On a stop, they end at their next check (tasks/stopping.py): wait only that long."""
 
     def __init__(self, futures: set[PrefectFuture]):
         self.futures = futures
@@ -110,7 +111,7 @@ class _settled:
 
     def __exit__(self, kind, error, trace) -> None:
         if kind is not None and self.futures:
-            wait(list(self.futures))
+            wait(list(self.futures), timeout=stopping.GRACE_SECONDS if stopping.requested() else None)
 
 
 MODES: dict[str, Callable[[IndexSession, Sequence[SourceFile], _Tally], None]] = {

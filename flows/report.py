@@ -63,6 +63,16 @@ class _BarSink:
     def stage(self, name: str) -> None:
         self.bar.update(self.task, description=_STAGE_LABELS.get(name, name.capitalize()))
 
+    def note(self, text: str) -> None:
+        self.bar.console.print(f"note: {text}", markup=False, highlight=False)
+
+
+class _NotesOnly(Silent):
+    """Without a terminal: no bar, but the lines meant for people still reach stderr."""
+
+    def note(self, text: str) -> None:
+        err.print(f"note: {text}", markup=False, highlight=False)
+
     def _files(self) -> None:
         self.bar.update(self.task, files=f"{self.files_finished:,}/{self.files_total:,} files")
 
@@ -72,7 +82,7 @@ def progress_bar() -> Iterator[ProgressSink]:
     """A live bar on a terminal; nothing at all when stderr is a pipe or a file (CI logs)."""
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield Silent()
+        yield _NotesOnly()
         return
     bar = Progress(
         SpinnerColumn(),
@@ -140,6 +150,9 @@ def _progress(progress: dict) -> str:
 
 
 def print_status(info: IndexStatus) -> None:
+    if info.damaged:
+        err.print(f"error: {info.damaged}", markup=False)
+        return
     if not info.indexed:
         out.print(f"{info.directory} is not indexed yet; run `rci index {info.directory}`", markup=False)
         if info.running:

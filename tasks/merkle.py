@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tasks import checkpoints, stopping
 from tasks.records import FileIssue, SourceFile
 
 SNAPSHOT_VERSION = 2
@@ -131,7 +132,10 @@ def build_snapshot(
             to_hash.append(source)
     issues: list[FileIssue] = []
 
+    checkpoints.reached("hash")
+
     def one(source: SourceFile) -> tuple[SourceFile, str | None, str | None]:
+        stopping.check()
         try:
             return source, hash_file(source.abs_path), None
         except OSError as error:

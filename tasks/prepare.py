@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from tasks import stopping
 from tasks.chunk import Chunker
 from tasks.parse import module_path, parse_file
 from tasks.records import FileIssue, PreparedBatch, SourceFile
@@ -37,6 +38,7 @@ def prepare_batch(files: Sequence[SourceFile], root: Path, chunker: Chunker) -> 
     seconds = {"read": 0.0, "parse": 0.0, "chunk": 0.0, "secrets": 0.0}
     batch = PreparedBatch(list(files), seconds=seconds)
     for source in files:
+        stopping.check()
         started = time.perf_counter()
         data, problem = read_source(source)
         seconds["read"] += time.perf_counter() - started

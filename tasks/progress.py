@@ -28,6 +28,7 @@ class ProgressSink(Protocol):
     def chunks_embedded(self, count: int) -> None: ...
     def files_done(self, count: int) -> None: ...
     def stage(self, name: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 class Silent:
@@ -36,6 +37,7 @@ class Silent:
     def chunks_embedded(self, count: int) -> None: ...
     def files_done(self, count: int) -> None: ...
     def stage(self, name: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 _sink: contextvars.ContextVar[ProgressSink] = contextvars.ContextVar("rci_progress_sink", default=Silent())
@@ -66,6 +68,10 @@ class Both:
     def stage(self, name: str) -> None:
         for sink in self.sinks:
             sink.stage(name)
+
+    def note(self, text: str) -> None:
+        for sink in self.sinks:
+            sink.note(text)
 
 
 class RunFile:
@@ -125,6 +131,11 @@ class RunFile:
             self.state["stage"] = name
             self._write(force=True)
 
+    def note(self, text: str) -> None:
+        with self.lock:
+            self.state["note"] = text
+            self._write(force=True)
+
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -170,3 +181,8 @@ def files_done(count: int) -> None:
 
 def stage(name: str) -> None:
     _sink.get().stage(name)
+
+
+def note(text: str) -> None:
+    """A line for the person watching the run (the CLI prints it on stderr)."""
+    _sink.get().note(text)

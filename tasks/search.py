@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tasks.commit import Manifest, incompatibility, load_manifest, rebuild_advice
+from tasks.commit import Manifest, damaged, incompatibility, load_manifest, rebuild_advice, repair_advice
 from tasks.embed import load_query_encoder
 from tasks.merkle import load_snapshot
 from tasks.settings import CodebaseLayout, Settings, load_settings
@@ -175,8 +175,12 @@ class Searcher:
             return
         manifest = load_manifest(self.layout.manifest_path)
         if manifest is None:
+            if reason := damaged(self.layout.manifest_path):
+                raise SearchError(repair_advice(self.layout, self.layout.manifest_path, reason))
             raise SearchError(f"{self.layout.root} has no index yet; run `rci index {self.layout.root}` first")
         self._check(manifest)
+        if reason := damaged(self.layout.snapshot_path):
+            raise SearchError(repair_advice(self.layout, self.layout.snapshot_path, reason))
         self.tantivy = TantivyStore.open_existing(self.layout.tantivy_dir)
         snapshot = load_snapshot(self.layout.snapshot_path)
         self.files = {p: (leaf.size, leaf.mtime_ns) for p, leaf in (snapshot.leaves.items() if snapshot else [])}

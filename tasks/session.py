@@ -13,10 +13,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from tasks import checkpoints, progress
+from tasks import checkpoints, progress, stopping
 from tasks.bulk import recover_bulk_mode
 from tasks.chunk import Chunker
-from tasks.commit import Manifest, incompatibility, load_manifest, load_unfinished, rebuild_advice, save_unfinished
+from tasks.commit import (
+    Manifest, damaged, incompatibility, load_manifest, load_unfinished, rebuild_advice, save_unfinished,
+)  # fmt: skip
 from tasks.embed import Embedder, ModelSpec, resolve_model
 from tasks.embed_cache import EmbeddingCache
 from tasks.merkle import Snapshot, load_snapshot
@@ -149,6 +151,10 @@ def open_session(
     unfinished = load_unfinished(layout)
     previous = None if force or existing is None or unfinished.start_over else load_snapshot(layout.snapshot_path)
     notes = []
+    if not force:
+        for path in (layout.manifest_path, layout.snapshot_path):
+            if reason := damaged(path):
+                notes.append(f"{path.name} was damaged ({reason}); rebuilt the index from the embedding cache")
     if previous is None:
         save_unfinished(layout, start_over=True)  # a run that dies from here on starts over
         remove_old_layout(layout.data_dir)
@@ -177,7 +183,7 @@ def open_session(
         max_tokens=min(settings.max_chunk_tokens, embedders[0].max_tokens),
         overlap_lines=settings.window_overlap_lines,
     )
-    cache = EmbeddingCache(layout.cache_path, spec.model_id)
+    cache = open_cache(layout, spec.model_id, notes)
     session = IndexSession(layout, settings, plan, spec, embedders, chunker, cache, tantivy, vectors, wanted, previous)
     session.notes += notes
     try:
@@ -196,6 +202,25 @@ def open_session(
         session.close()
         raise
     return session
+
+
+def open_cache(layout: CodebaseLayout, model_id: str, notes: list[str]) -> EmbeddingCache:
+    """The embedding cache; a damaged one is set aside (it is only a cache) and a new one started."""
+    import sqlite3
+
+    try:
+        return EmbeddingCache(layout.cache_path, model_id)
+    except sqlite3.DatabaseError as error:
+        aside = layout.cache_path.with_name(layout.cache_path.name + ".damaged")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{layout.cache_path}{suffix}")
+            if source.exists():
+                source.replace(Path(f"{aside}{suffix}"))
+        notes.append(
+            f"the embedding cache was damaged ({error}); moved it to {aside.name} and started a new one: "
+            "text not in it is embedded again"
+        )
+        return EmbeddingCache(layout.cache_path, model_id)
 
 
 def remove_files(session: IndexSession, rel_paths: Sequence[str]) -> dict[str, float]:
@@ -238,6 +263,7 @@ def prepare(session: IndexSession, files: Sequence[SourceFile]) -> PreparedBatch
         batch = session._parse_pool.submit(_prepare_in_worker, list(files), session.layout.root).result()
     else:
         batch = prepare_batch(files, session.layout.root, session.chunker)
+    stopping.check()
     progress.chunks_planned(len(batch.chunks))
     return batch
 
@@ -288,6 +314,7 @@ def write_batch(session: IndexSession, batch: EmbeddedBatch) -> BatchOutcome:
     session.tantivy.add(batch.chunks)
     seconds = {"tantivy": time.perf_counter() - started, "cache": 0.0, "qdrant": 0.0, "optimize": 0.0}
     for start in range(0, len(batch.chunks), WRITE_ROWS):
+        stopping.check()
         keys = batch.keys[start : start + WRITE_ROWS]
         started = time.perf_counter()
         vectors = np.empty((len(keys), session.dim), dtype=np.float32)

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     lock_wait_seconds: float = Field(
         900, ge=0, description="How long a run waits for another run on the same code base before it stops."
     )
+    crashed_after_seconds: int = Field(
+        90, ge=45, description="On a Prefect server: a run with no heartbeat for this long is marked Crashed."
+    )
     store_wait_seconds: float = Field(
         60, ge=0, description="How long a run waits for searches to let go of the embedded vector store."
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tasks.commit import load_manifest
+from tasks.commit import damaged, load_manifest, load_unfinished, repair_advice
 from tasks.lock import run_in_progress
 from tasks.merkle import load_snapshot
 from tasks.progress import read_run_file
@@ -33,6 +33,7 @@ class IndexStatus(BaseModel):
     running: str = ""  # who is indexing the code base now, if anyone
     progress: dict = {}  # that run's progress (run.json)
     note: str = ""
+    damaged: str = ""  # a state file that cannot be read, and what to run
 
 
 def index_status(root: Path, settings: Settings) -> IndexStatus:
@@ -44,6 +45,9 @@ def index_status(root: Path, settings: Settings) -> IndexStatus:
     if running:
         status.running = running
         status.progress = read_run_file(layout.run_path) or {}
+    for path in (layout.manifest_path, layout.snapshot_path):
+        if reason := damaged(path):
+            return status.model_copy(update={"damaged": repair_advice(layout, path, reason)})
     manifest = load_manifest(layout.manifest_path)
     if manifest is None:
         return status
@@ -78,7 +82,14 @@ def index_status(root: Path, settings: Settings) -> IndexStatus:
             "chunks_qdrant": len(qdrant_ids),
             "stores_agree": agree,
             "disagreement": "" if agree else (
-                f"{only_tantivy} chunks only in Tantivy, {only_qdrant} only in Qdrant; `rci index --force` rebuilds both"
+                f"{only_tantivy} chunks only in Tantivy, {only_qdrant} only in Qdrant; " + _repair(layout)
             ),
         }
     )
+
+
+def _repair(layout: CodebaseLayout) -> str:
+    unfinished = load_unfinished(layout)
+    if unfinished.start_over or unfinished.files:
+        return f"the last run stopped before it finished: the next `rci index {layout.root}` repairs both"
+    return f"`rci index {layout.root} --force` rebuilds both"

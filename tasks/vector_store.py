@@ -110,9 +110,12 @@ def open_for_reading(layout: CodebaseLayout, settings: Settings, wait_seconds: f
         from tasks.server_store import ServerStore
 
         return ServerStore.connect(settings, layout.collection)
+    from tasks.disk_space import reader_can_open
     from tasks.edge_store import ONE_OFF_EXACT_POINTS, EdgeStore
     from tasks.store_lease import StoreLease
 
+    if why_not := reader_can_open(layout.data_dir):
+        raise VectorsUnavailable(why_not)
     lease = StoreLease(layout.data_dir, "search")
     lease.take_unless_indexing(wait_seconds)
     try:

@@ -1,16 +1,24 @@
-"""Reading both stores back, for assertions on what an index really holds."""
+"""Reading both stores back, for assertions on what an index really holds; runs stopped at a
+named moment (tasks/checkpoints.py) and killed there."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 from tantivy import Query
 
 from tasks.edge_store import EdgeStore
 from tasks.settings import CodebaseLayout, load_settings
 from tasks.store_lease import StoreLease
 from tasks.tantivy_store import TantivyStore
+from tests.conftest import rci
 
 
 @contextmanager
@@ -55,3 +63,62 @@ def assert_stores_agree(docs: dict[str, dict], points: dict[str, dict]) -> None:
     """The same chunk ids in both stores, each point with its chunk's path and kind."""
     assert set(docs) == set(points)
     assert {i: (p["path"], p["kind"]) for i, p in points.items()} == {i: (d["path"], d["kind"]) for i, d in docs.items()}
+
+
+def start_index(crate: Path, *args: str, env: dict | None = None, freeze_at: str | None = None,
+                stderr=subprocess.PIPE) -> subprocess.Popen:  # fmt: skip
+    """`rci index` in the background; with `freeze_at`, it stops itself there (tasks/checkpoints.py)."""
+    environment = {**(env or os.environ)}
+    if freeze_at:
+        environment["RCI_FREEZE_AT"] = freeze_at
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "rci"), "index", str(crate), *args],
+        env=environment, stdout=subprocess.PIPE, stderr=stderr, text=True,
+    )  # fmt: skip
+
+
+def wait_until_frozen(run: subprocess.Popen, point: str) -> list:
+    """Until the run has stopped itself at `point`; its processes (children) then."""
+    process = psutil.Process(run.pid)
+    deadline = time.monotonic() + 180
+    while process.status() != psutil.STATUS_STOPPED:
+        assert run.poll() is None, f"the run ended before {point}: {run.communicate()[1]}"
+        assert time.monotonic() < deadline, f"the run never reached {point}"
+        time.sleep(0.02)
+    return process.children(recursive=True)
+
+
+def run_until_frozen(crate: Path, point: str, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, list]:
+    run = start_index(crate, *args, env=env, freeze_at=point)
+    return run, wait_until_frozen(run, point)
+
+
+def assert_all_gone(processes: list) -> None:
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    for orphan in alive:
+        orphan.kill()
+    assert not alive, f"left running after the run: {[' '.join(p.cmdline()[:4]) for p in alive]}"
+
+
+def kill(run: subprocess.Popen, children: list) -> None:
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    assert_all_gone(children)
+
+
+def stores_of(crate: Path, data_dir: Path) -> tuple[dict, dict]:
+    with open_stores(crate, data_dir) as (_, tantivy, vectors):
+        return tantivy_docs(tantivy), qdrant_points(vectors)
+
+
+def assert_same_as_a_clean_index(crate: Path, data_dir: Path, tmp_path: Path) -> None:
+    docs, points = stores_of(crate, data_dir)
+    assert_stores_agree(docs, points)
+    clean_dir = tmp_path / "clean-data"
+    done = rci("index", str(crate), env={"RCI_DATA_DIR": str(clean_dir)})
+    assert done.returncode == 0, done.stderr
+    clean_docs, _ = stores_of(crate, clean_dir)
+    assert set(docs) == set(clean_docs)
+    assert {i: d["symbol"] for i, d in docs.items()} == {i: d["symbol"] for i, d in clean_docs.items()}
+    status = rci("status", str(crate), "--json", env={"RCI_DATA_DIR": str(data_dir)})
+    assert status.returncode == 0 and '"stores_agree": true' in status.stdout, status.stdout + status.stderr

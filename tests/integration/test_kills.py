@@ -6,61 +6,13 @@ sends a real SIGKILL, which no code of the run can see or handle.
 """
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import rci
-from tests.integration.helpers import assert_stores_agree, open_stores, qdrant_points, tantivy_docs
+from tests.integration.helpers import assert_same_as_a_clean_index, kill, open_stores, run_until_frozen, stores_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
-
-
-def run_until_frozen(crate: Path, point: str, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, list]:
-    environment = {**(env or os.environ), "RCI_FREEZE_AT": point}
-    run = subprocess.Popen(
-        [str(Path(sys.executable).parent / "rci"), "index", str(crate), *args],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    process = psutil.Process(run.pid)
-    deadline = time.monotonic() + 180
-    while process.status() != psutil.STATUS_STOPPED:
-        assert run.poll() is None, f"the run ended before {point}: {run.communicate()[1][-2000:]}"
-        assert time.monotonic() < deadline, f"the run never reached {point}"
-        time.sleep(0.02)
-    return run, process.children(recursive=True)
-
-
-def kill(run: subprocess.Popen, children: list) -> None:
-    run.send_signal(signal.SIGKILL)
-    run.wait(timeout=30)
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for orphan in alive:
-        orphan.kill()
-    assert not alive, f"left running after the SIGKILL: {[' '.join(p.cmdline()[:4]) for p in alive]}"
-
-
-def stores_of(crate: Path, data_dir: Path) -> tuple[dict, dict]:
-    with open_stores(crate, data_dir) as (_, tantivy, vectors):
-        return tantivy_docs(tantivy), qdrant_points(vectors)
-
-
-def assert_same_as_a_clean_index(crate: Path, data_dir: Path, tmp_path: Path) -> None:
-    docs, points = stores_of(crate, data_dir)
-    assert_stores_agree(docs, points)
-    clean_dir = tmp_path / "clean-data"
-    done = rci("index", str(crate), env={"RCI_DATA_DIR": str(clean_dir)})
-    assert done.returncode == 0, done.stderr
-    clean_docs, _ = stores_of(crate, clean_dir)
-    assert set(docs) == set(clean_docs)
-    assert {i: d["symbol"] for i, d in docs.items()} == {i: d["symbol"] for i, d in clean_docs.items()}
-    status = rci("status", str(crate), "--json", env={"RCI_DATA_DIR": str(data_dir)})
-    assert status.returncode == 0 and '"stores_agree": true' in status.stdout, status.stdout + status.stderr
 
 
 def test_a_first_run_killed_while_embedding_leaves_no_process_and_the_next_run_builds_it(demo_crate, data_dir, tmp_path):
@@ -77,26 +29,28 @@ def test_a_first_run_killed_while_embedding_leaves_no_process_and_the_next_run_b
     assert_same_as_a_clean_index(demo_crate, data_dir, tmp_path)
 
 
-@pytest.mark.parametrize("point", ["write", "commit:tantivy", "commit:vectors", "commit:manifest"])
-def test_an_incremental_run_killed_midway_is_repaired_by_the_next(demo_crate, data_dir, tmp_path, point):
+def test_incremental_runs_killed_one_after_another_at_each_moment_are_repaired_by_the_next(demo_crate, data_dir, tmp_path):
+    """Four runs in a row, each SIGKILLed at another moment of writing or committing, each
+    finding what the ones before it left; then one run, and the index is a clean one."""
     first = rci("index", str(demo_crate))
     assert first.returncode == 0, first.stderr
     net = demo_crate / "src" / "net.rs"
     original = net.read_text()
-    net.write_text(original.replace("word_frequencies", "count_words"))
-    (demo_crate / "src" / "extra.rs").write_text("/// Added later.\npub fn added_later_fn() -> u8 { 7 }\n")
     (demo_crate / "src" / "backend.rs").unlink()
-    run, children = run_until_frozen(demo_crate, point, "--mode", "sequential")
-    kill(run, children)
-    # Put one file back as it was: the killed run had already changed it in the stores.
+    for step, point in enumerate(["write", "commit:tantivy", "commit:vectors", "commit:manifest"]):
+        net.write_text(original.replace("word_frequencies", f"count_words_{step}"))
+        (demo_crate / "src" / f"extra_{step}.rs").write_text(f"/// Added by step {step}.\npub fn added_fn_{step}() {{}}\n")
+        run, children = run_until_frozen(demo_crate, point, "--mode", "sequential")
+        kill(run, children)
+    # Put one file back as it was: the killed runs had already changed it in the stores.
     net.write_text(original)
     again = rci("index", str(demo_crate))
     assert again.returncode == 0, again.stderr
     assert_same_as_a_clean_index(demo_crate, data_dir, tmp_path)
     docs, _ = stores_of(demo_crate, data_dir)
     symbols = {d["symbol"] for d in docs.values()}
-    assert "demo_tensor::net::word_frequencies" in symbols and "demo_tensor::net::count_words" not in symbols
-    assert "demo_tensor::extra::added_later_fn" in symbols
+    assert "demo_tensor::net::word_frequencies" in symbols and not any("count_words" in s for s in symbols)
+    assert {f"demo_tensor::extra_{step}::added_fn_{step}" for step in range(4)} <= symbols
     assert not any(d["path"] == "src/backend.rs" for d in docs.values())
 
 
