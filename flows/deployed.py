@@ -78,7 +78,23 @@ def nightly_reindex(indexing_mode: Mode = IndexingMode.auto) -> State:
             message = " ".join((state.message or state.name or "failed").split())
             report.results.append(CodebaseResult(directory=directory, ok=False, message=message))
             get_run_logger().error("%s failed: %s", directory, message)
+    publish_nightly_table(report)
     if report.failed:
         names = "; ".join(f"{r.directory}: {r.message}" for r in report.failed)
         return Failed(message=f"{len(report.failed)} of {len(codebases)} code bases failed: {names}", data=report)
     return Completed(message=f"{len(codebases)} code bases indexed", data=report)
+
+
+def publish_nightly_table(report: NightlyReport) -> None:
+    """The nightly run's page in the UI: every code base with its outcome."""
+    import contextlib
+
+    from prefect.artifacts import create_table_artifact
+
+    rows = [
+        {"code base": r.directory, "outcome": "indexed" if r.ok else "failed", "files indexed": r.files_indexed,
+         "chunks in the index": r.chunks_total, "message": r.message}
+        for r in report.results
+    ]  # fmt: skip
+    with contextlib.suppress(Exception):  # an artifact that cannot be written never fails the run
+        create_table_artifact(rows, key="nightly-reindex", description=f"{len(rows)} code bases")

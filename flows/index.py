@@ -26,6 +26,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.modes import run_mode
+from flows.run_artifacts import progress_in_the_ui, publish_summary
 from tasks import dag, progress, stopping
 from tasks.bulk import recover_bulk_mode
 from tasks.commit import save_unfinished
@@ -96,7 +97,8 @@ def index_codebase(
         )
         stats.skip(found.skipped)
 
-        with one_run_at_a_time(layout, settings, stats), progress_file(layout), said_plainly(layout):
+        with one_run_at_a_time(layout, settings, stats), progress_file(layout), progress_in_the_ui(stats), \
+                said_plainly(layout):
             require_space(
                 layout.data_dir,
                 run_needs(sum(f.size for f in found.files) if force or not layout.manifest_path.exists() else 0),
@@ -115,6 +117,7 @@ def index_codebase(
     stats.stage_seconds = clock.rounded()
     stats.wall_seconds = round(time.perf_counter() - started, 3)
     stats.peak_rss_mb = rss.peak_mb
+    publish_summary(stats)
     get_run_logger().info(
         "%s (%s): %d files (%d indexed, %d unchanged, %d deleted, %d skipped), %d chunks written "
         "(%d embedded, %d from cache), %d in the index, peak RSS %.0f MB",

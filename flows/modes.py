@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Sequence
 
+from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed, wait
 
+from flows.run_artifacts import batch_line
 from tasks import dag, progress, stopping
 from tasks.records import FileIssue, SourceFile
 from tasks.session import IndexSession
@@ -52,6 +54,7 @@ class _Tally:
     def add(self, outcome: BatchOutcome) -> None:
         outcome.add_to(self.stats, self.clock)
         self.failures += outcome.failures()
+        get_run_logger().info(batch_line(outcome))  # a line per batch in the run's log (the UI)
 
 
 def index_sequential(index: IndexSession, files: Sequence[SourceFile], tally: _Tally) -> None:

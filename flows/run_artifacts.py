@@ -14,6 +14,7 @@ old server, a lost connection) never fail the run they describe.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from typing import Iterator
@@ -27,11 +28,11 @@ UPDATE_SECONDS = 2.0  # at most this often between batches, so a big run does no
 class ProgressArtifact:
     """A progress sink that keeps one Prefect progress artifact of the flow run up to date."""
 
-    def __init__(self, title: str):
-        self.title = title
+    def __init__(self, title: str, key: str):
+        self.title, self.key = title, key
         self.lock = threading.Lock()
         self.artifact_id = None
-        self.files_total = self.files_done = self.chunks_total = self.chunks_embedded = 0
+        self.n_files = self.n_files_done = self.n_chunks = self.n_chunks_embedded = 0
         self.stage_name = "starting"
         self.last_update = 0.0
 
@@ -40,36 +41,36 @@ class ProgressArtifact:
         if not force and now - self.last_update < UPDATE_SECONDS:
             return
         self.last_update = now
-        percent = 100.0 * self.files_done / self.files_total if self.files_total else 0.0
+        percent = 100.0 * self.n_files_done / self.n_files if self.n_files else 0.0
         description = (
-            f"{self.title}: {self.stage_name}, {self.files_done:,}/{self.files_total:,} files, "
-            f"{self.chunks_embedded:,}/{self.chunks_total:,} chunks so far"
+            f"{self.title}: {self.stage_name}, {self.n_files_done:,}/{self.n_files:,} files, "
+            f"{self.n_chunks_embedded:,}/{self.n_chunks:,} chunks embedded or from the cache so far"
         )
         with contextlib.suppress(Exception):
             from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
             if self.artifact_id is None:
-                self.artifact_id = create_progress_artifact(percent, key="index-progress", description=description)
+                self.artifact_id = create_progress_artifact(percent, key=self.key, description=description)
             else:
                 update_progress_artifact(self.artifact_id, percent, description=description)
 
     def files_planned(self, count: int) -> None:
         with self.lock:
-            self.files_total = count
+            self.n_files = count
             self._push(force=True)
 
     def chunks_planned(self, count: int) -> None:
         with self.lock:
-            self.chunks_total += count
+            self.n_chunks += count
 
     def chunks_embedded(self, count: int) -> None:
         with self.lock:
-            self.chunks_embedded += count
+            self.n_chunks_embedded += count
 
     def files_done(self, count: int) -> None:
         with self.lock:
-            self.files_done += count
-            self._push(force=self.files_done >= self.files_total)
+            self.n_files_done += count
+            self._push(force=self.n_files_done >= self.n_files)
 
     def stage(self, name: str) -> None:
         with self.lock:
@@ -80,9 +81,14 @@ class ProgressArtifact:
     def note(self, text: str) -> None: ...
 
 
+def artifact_key(kind: str, codebase_id: str) -> str:
+    """Prefect's artifact keys take lower-case letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{kind}-{codebase_id}".lower()).strip("-")
+
+
 @contextlib.contextmanager
-def progress_in_the_ui(title: str) -> Iterator[None]:
-    with progress.also_reporting_to(ProgressArtifact(title)):
+def progress_in_the_ui(stats: IndexStats) -> Iterator[None]:
+    with progress.also_reporting_to(ProgressArtifact(stats.directory, artifact_key("index-progress", stats.codebase_id))):
         yield
 
 
@@ -127,8 +133,9 @@ def publish_summary(stats: IndexStats) -> None:
         from prefect.artifacts import create_markdown_artifact
 
         create_markdown_artifact(
-            summary_markdown(stats), key="index-summary", description=f"{stats.directory}: what the run did"
-        )
+            summary_markdown(stats), key=artifact_key("index-summary", stats.codebase_id),
+            description=f"{stats.directory}: what the run did",
+        )  # fmt: skip
 
 
 def _cell(text: str) -> str:

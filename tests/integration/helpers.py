@@ -122,3 +122,15 @@ def assert_same_as_a_clean_index(crate: Path, data_dir: Path, tmp_path: Path) ->
     assert {i: d["symbol"] for i, d in docs.items()} == {i: d["symbol"] for i, d in clean_docs.items()}
     status = rci("status", str(crate), "--json", env={"RCI_DATA_DIR": str(data_dir)})
     assert status.returncode == 0 and '"stores_agree": true' in status.stdout, status.stdout + status.stderr
+
+
+def artifacts_of(flow_run_id) -> list[dict]:
+    """The artifacts a flow run made, as the Prefect API returns them (its UI shows the same)."""
+    import httpx
+
+    response = httpx.post(
+        f"{os.environ['PREFECT_API_URL']}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}}, timeout=10,
+    )  # fmt: skip
+    response.raise_for_status()
+    return response.json()

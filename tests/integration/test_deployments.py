@@ -19,7 +19,7 @@ from prefect.client.schemas.filters import (
 
 from flows.temporary_server import stop_process
 from tests.conftest import build_demo_crate
-from tests.integration.helpers import open_stores, qdrant_points, tantivy_docs
+from tests.integration.helpers import artifacts_of, open_stores, qdrant_points, tantivy_docs
 
 pytestmark = [pytest.mark.integration]
 
@@ -201,6 +201,13 @@ def test_nightly_indexes_every_code_base_and_names_the_one_that_failed(served):
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]))
         )
     assert sorted(c.state.type.value for c in children) == ["COMPLETED", "FAILED"]
+    (table,) = [a for a in artifacts_of(run.id) if a["type"] == "table"]
+    rows = {row["code base"]: row for row in json.loads(table["data"])}
+    assert rows[str(served["alpha"])]["outcome"] == "indexed" and rows[str(served["alpha"])]["chunks in the index"] > 0
+    assert rows[str(served["beta"])]["outcome"] == "failed" and "does not exist" in rows[str(served["beta"])]["message"]
+    (indexed,) = [c for c in children if c.state.type.value == "COMPLETED"]
+    summary = [a for a in artifacts_of(indexed.id) if a["type"] == "markdown"]
+    assert len(summary) == 1 and f"`{served['alpha']}`" in summary[0]["data"]
 
 
 def test_the_mcp_tool_index_codebase_runs_through_the_served_deployment(served):
