@@ -85,7 +85,8 @@ def index_codebase(
     with stopping.stop_inside_flow_run(), PeakRss() as rss:
         found = _discover(Path(directory), settings, clock)
         layout = CodebaseLayout.for_root(found.root, settings)
-        plan = plan_for_run(settings, len(found.files), sum(f.size for f in found.files), IndexingMode(indexing_mode).value)
+        source_bytes = sum(f.size for f in found.files)
+        plan = plan_for_run(settings, len(found.files), source_bytes, IndexingMode(indexing_mode).value)
         stats = IndexStats(
             directory=str(layout.root),
             codebase_id=layout.codebase_id,
@@ -101,7 +102,7 @@ def index_codebase(
                 said_plainly(layout):
             require_space(
                 layout.data_dir,
-                run_needs(sum(f.size for f in found.files) if force or not layout.manifest_path.exists() else 0),
+                run_needs(source_bytes if force or not layout.manifest_path.exists() else 0),
                 freed_first=folder_bytes(layout.tantivy_dir) + folder_bytes(layout.edge_dir) if force else 0,
             )
             index = dag.open_index(layout, settings, plan, force, force_reembed)
