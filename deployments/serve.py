@@ -20,7 +20,7 @@ def build_deployments(settings: Settings) -> list[RunnerDeployment]:
     from flows.deployed import force_reindex, index, nightly_reindex
 
     common = {"tags": TAGS, "entrypoint_type": EntrypointType.MODULE_PATH}
-    return [
+    deployments = [
         index.to_deployment(
             name="index",
             description="Index a Rust code base incrementally (or rebuild it with force_reindex).",
@@ -38,6 +38,18 @@ def build_deployments(settings: Settings) -> list[RunnerDeployment]:
             **common,
         ),
     ]
+    for served in deployments:
+        offer_registered_codebases(served, settings)
+    return deployments
+
+
+def offer_registered_codebases(served: RunnerDeployment, settings: Settings) -> None:
+    """Without RCI_ALLOWED_ROOTS only the registered code bases may be indexed: the form offers
+    them as choices (the server refuses anything else before a run exists). With roots, a typed
+    path stays possible and the field's description lists them."""
+    directory = served._parameter_openapi_schema.properties.get("directory")
+    if directory is not None and settings.allowed_roots is None and settings.codebases:
+        directory["enum"] = [str(path.expanduser().resolve()) for path in settings.codebases]
 
 
 def serve_deployments(settings: Settings, limit: int | None = None) -> None:

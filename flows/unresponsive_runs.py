@@ -71,3 +71,10 @@ def ensure_crash_automation(after_seconds: int) -> None:
             client.update_automation(existing[0].id, wanted)
         for extra in existing[1:]:  # created by two runs starting at the same moment
             client.delete_automation(extra.id)
+
+
+if __name__ == "__main__":  # `prefect deploy` runs this (deployments/prefect.yaml) on the configured server
+    from tasks.settings import load_settings
+
+    ensure_crash_automation(load_settings().crashed_after_seconds)
+    print(f"automation '{AUTOMATION_NAME}' is on the server")

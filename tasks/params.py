@@ -60,10 +60,29 @@ Directory = Annotated[
     Field(description="Root folder of the Rust code base to index (absolute, or relative to the worker)."),
     AfterValidator(existing_directory),
 ]
+def allowed_directory_description() -> str:
+    """The form's help for `directory`: the rule, and the code bases and roots registered where the
+    deployments are built (the worker that runs the flow checks the path against its own)."""
+    from tasks.settings import load_settings
+
+    text = (
+        "Root folder of the Rust code base, on the machine that runs the flow. It must be under "
+        "RCI_ALLOWED_ROOTS, or a registered code base (RCI_CODEBASES)."
+    )
+    try:
+        settings = load_settings()
+    except ValueError:  # a bad profile is reported where settings are used, not at import
+        return text
+    if settings.codebases:
+        text += " Registered: " + ", ".join(str(p) for p in settings.codebases) + "."
+    if settings.allowed_roots:
+        text += " Allowed roots: " + ", ".join(str(p) for p in settings.allowed_roots) + "."
+    return text
+
+
 AllowedDirectory = Annotated[
     str,
-    Field(description="Root folder of the Rust code base, on the machine that runs the flow. It must be under "
-          "RCI_ALLOWED_ROOTS, or a registered code base (RCI_CODEBASES)."),  # fmt: skip
+    Field(description=allowed_directory_description()),
     AfterValidator(allowed_directory),
 ]
 ForceReindex = Annotated[

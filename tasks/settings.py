@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     )
     nightly_cron: str = Field("0 3 * * *", description="When the nightly reindex runs (cron).")
     nightly_timezone: str = Field("UTC", description="Time zone of nightly_cron, e.g. Europe/Paris.")
+    nightly_concurrency: int | None = Field(
+        None, ge=1, description="Most code bases the nightly run indexes at once on a work pool; unset: as the workers take them."
+    )
+    nightly_start_seconds: float = Field(
+        900, ge=10, description="How long a nightly run waits for a worker to start a code base's run before it gives up on it."
+    )
     lock_wait_seconds: float = Field(
         900, ge=0, description="How long a run waits for another run on the same code base before it stops."
     )

@@ -41,6 +41,14 @@ class IndexStats(BaseModel):
     plan: dict = Field(default_factory=dict)  # recommend()'s choices: mode, reason, workers, batch sizes
     notes: list[str] = Field(default_factory=list)
 
+    def headline(self) -> str:
+        """The run in one line: a flow run's final state message, the nightly table's row."""
+        return (
+            f"{self.files_indexed:,} files indexed, {self.files_unchanged:,} unchanged, {self.files_deleted:,} deleted, "
+            f"{len(self.files_skipped):,} skipped; {self.chunks_embedded:,} chunks embedded, "
+            f"{self.chunks_total:,} in the index; {self.wall_seconds:.1f} s"
+        )
+
     def skip(self, issues: list[FileIssue]) -> None:
         self.files_skipped += [FileReason(path=i.rel_path, reason=i.reason) for i in issues]
 

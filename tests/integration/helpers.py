@@ -134,3 +134,61 @@ def artifacts_of(flow_run_id) -> list[dict]:
     )  # fmt: skip
     response.raise_for_status()
     return response.json()
+
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+DEPLOYMENTS = {"index": "index-codebase/index", "nightly-reindex": "nightly-reindex/nightly-reindex",
+               "force-reindex": "force-reindex/force-reindex"}  # fmt: skip
+
+
+def start_deployment(name: str, parameters: dict):
+    """What the UI's "Run" button does: a flow run from the deployment, with the form's values."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(DEPLOYMENTS[name])
+        return client.create_flow_run_from_deployment(deployment.id, parameters=parameters).id
+
+
+def wait_for(run_id, timeout: float = 300):
+    """The flow run once it has ended."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            if run.state and run.state.type.value in TERMINAL:
+                return run
+            time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} did not finish in {timeout} s")
+
+
+def children_of(run_id) -> list:
+    """The flow runs linked to a run as its subflows (the UI's "Subflow runs")."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]))
+        )
+
+
+def held_span(run) -> tuple:
+    """When a run took the code base's lock and when it released it, from its logs (which
+    reach the server in batches, so a just-finished run's may take a few seconds)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + 30
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        taken = [log.timestamp for log in logs if log.message.startswith("holding ")]
+        released = [log.timestamp for log in logs if log.message.startswith("released ")]
+        if (taken and released) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(taken) == 1 and len(released) == 1, [log.message for log in logs]
+    return taken[0], released[0]

@@ -3,6 +3,7 @@ the UI starts them, with good and bad parameters, overlapping runs, and a nightl
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,20 +11,23 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterParentFlowRunId,
-    LogFilter,
-    LogFilterFlowRunId,
-)
+from prefect.client.schemas.filters import FlowRunFilter
 
 from flows.temporary_server import stop_process
 from tests.conftest import build_demo_crate
-from tests.integration.helpers import artifacts_of, open_stores, qdrant_points, tantivy_docs
+from tests.integration.helpers import (
+    DEPLOYMENTS,
+    artifacts_of,
+    children_of,
+    held_span,
+    open_stores,
+    qdrant_points,
+    start_deployment as start,
+    tantivy_docs,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration]
-
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @pytest.fixture(scope="module")
@@ -64,25 +68,7 @@ def served(prefect_server, tmp_path_factory):
 
 
 def deployment(client, name: str):
-    flow_name = {"index": "index-codebase", "nightly-reindex": "nightly-reindex", "force-reindex": "force-reindex"}[name]
-    return client.read_deployment_by_name(f"{flow_name}/{name}")
-
-
-def start(name: str, parameters: dict):
-    """What the UI's "Run" button does: a flow run from the deployment, with the form's values."""
-    with get_client(sync_client=True) as client:
-        return client.create_flow_run_from_deployment(deployment(client, name).id, parameters=parameters).id
-
-
-def wait_for(run_id, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(run_id)
-            if run.state and run.state.type.value in TERMINAL:
-                return run
-            time.sleep(0.5)
-    raise AssertionError(f"flow run {run_id} did not finish in {timeout} s")
+    return client.read_deployment_by_name(DEPLOYMENTS[name])
 
 
 def stores_of(served, crate):
@@ -103,6 +89,8 @@ def test_the_form_the_ui_shows(served):
     props = schema["properties"]
     assert set(props) == {"directory", "indexing_mode", "reembed"} and schema["required"] == ["directory"]
     assert "RCI_ALLOWED_ROOTS" in props["directory"]["description"]
+    assert f"Registered: {served['alpha']}, {served['beta']}." in props["directory"]["description"]
+    assert "enum" not in props["directory"]  # with allowed roots a typed path stays possible
     assert props["indexing_mode"]["default"] == "auto" and "recommend()" in props["indexing_mode"]["description"]
     assert props["reembed"]["default"] is False and "embedding cache" in props["reembed"]["description"]
     enum = schema["definitions"]["IndexingMode"]["enum"]
@@ -155,28 +143,12 @@ def test_two_runs_on_one_code_base_never_interleave(served):
     finished = [wait_for(run_id) for run_id in runs]
     assert [r.state.type.value for r in finished] == ["COMPLETED", "COMPLETED"], [r.state.message for r in finished]
     # Each run logs when it takes the code base and when it lets go: those spans never overlap.
-    spans = sorted(_held(run) for run in finished)
+    spans = sorted(held_span(run) for run in finished)
     assert spans[0][1] <= spans[1][0], spans
     contents = stores_of(served, crate)
     assert set(contents["tantivy"]) == set(contents["qdrant"]) and contents["tantivy"]
     on_disk = sorted(p.relative_to(crate).as_posix() for p in crate.rglob("*.rs") if _indexable(crate, p))
     assert contents["snapshot"] == on_disk
-
-
-def _held(run) -> tuple:
-    """When a run took the code base's lock and when it released it, from its logs (which
-    reach the server in batches, so a just-finished run's may take a few seconds)."""
-    deadline = time.monotonic() + 30
-    while True:
-        with get_client(sync_client=True) as client:
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-        taken = [log.timestamp for log in logs if log.message.startswith("holding ")]
-        released = [log.timestamp for log in logs if log.message.startswith("released ")]
-        if (taken and released) or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert len(taken) == 1 and len(released) == 1, [log.message for log in logs]
-    return taken[0], released[0]
 
 
 def _indexable(crate: Path, path: Path) -> bool:
@@ -196,15 +168,14 @@ def test_nightly_indexes_every_code_base_and_names_the_one_that_failed(served):
     assert "does not exist" in run.state.message
     contents = stores_of(served, served["alpha"])
     assert contents["tantivy"] and set(contents["tantivy"]) == set(contents["qdrant"])
-    with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]))
-        )
+    children = children_of(run.id)
     assert sorted(c.state.type.value for c in children) == ["COMPLETED", "FAILED"]
     (table,) = [a for a in artifacts_of(run.id) if a["type"] == "table"]
     rows = {row["code base"]: row for row in json.loads(table["data"])}
-    assert rows[str(served["alpha"])]["outcome"] == "indexed" and rows[str(served["alpha"])]["chunks in the index"] > 0
-    assert rows[str(served["beta"])]["outcome"] == "failed" and "does not exist" in rows[str(served["beta"])]["message"]
+    alpha = rows[str(served["alpha"])]
+    assert alpha["outcome"] == "indexed" and alpha["worker"] == "this run"
+    assert re.search(r"\d+ files indexed, .* [1-9]\d* in the index", alpha["summary"]), alpha
+    assert rows[str(served["beta"])]["outcome"] == "failed" and "does not exist" in rows[str(served["beta"])]["summary"]
     (indexed,) = [c for c in children if c.state.type.value == "COMPLETED"]
     summary = [a for a in artifacts_of(indexed.id) if a["type"] == "markdown"]
     assert len(summary) == 1 and f"`{served['alpha']}`" in summary[0]["data"]
@@ -231,31 +202,3 @@ def test_the_mcp_tool_index_codebase_runs_through_the_served_deployment(served):
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"any_": [flow_run]}))
     assert [r.state.type.value for r in runs] == ["COMPLETED"] and runs[0].parameters["directory"] == str(crate)
-
-
-def test_prefect_yaml_deploys_to_a_process_pool_and_a_worker_runs_it(served):
-    """Last in this module: deploying replaces the served deployments of the same names."""
-    repo = Path(__file__).resolve().parents[2]
-    prefect = str(Path(sys.executable).parent / "prefect")
-    env = served["env"]
-
-    def run(*args: str) -> None:
-        done = subprocess.run([prefect, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
-
-    run("work-pool", "create", "rci-process", "--type", "process", "--overwrite")
-    run("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
-    with get_client(sync_client=True) as client:
-        deployed = {d.name: d for d in client.read_deployments() if d.work_pool_name == "rci-process"}
-    assert set(deployed) == {"index", "nightly-reindex", "force-reindex"}
-    assert deployed["nightly-reindex"].schedules[0].schedule.cron == "0 3 * * *"
-    assert deployed["force-reindex"].entrypoint == "flows/deployed.py:force_reindex"
-
-    crate = served["gamma"]
-    (crate / "src" / "net.rs").write_text("/// Deployed by prefect.yaml.\npub fn from_the_worker() {}\n")
-    run_id = start("force-reindex", {"directory": str(crate)})
-    run("worker", "start", "--pool", "rci-process", "--run-once")
-    finished = wait_for(run_id)
-    assert finished.state.type.value == "COMPLETED", finished.state.message
-    symbols = {d["symbol"] for d in stores_of(served, crate)["tantivy"].values() if d["path"] == "src/net.rs"}
-    assert symbols == {"demo_tensor::net::from_the_worker"}

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import rci
 from tests.integration.helpers import assert_same_as_a_clean_index, kill, open_stores, run_until_frozen, stores_of
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 def test_a_first_run_killed_while_embedding_leaves_no_process_and_the_next_run_builds_it(demo_crate, data_dir, tmp_path):

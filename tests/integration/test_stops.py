@@ -23,7 +23,7 @@ from tests.integration.helpers import (
     assert_all_gone, assert_same_as_a_clean_index, assert_stores_agree, kill, start_index, stores_of, wait_until_frozen,
 )  # fmt: skip
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 STOP_WITHIN_SECONDS = 5  # the README's promise for SIGINT and SIGTERM
 
