@@ -94,8 +94,11 @@ def nightly_reindex(indexing_mode: Mode = IndexingMode.auto) -> State:
     else:
         results = fan_out(codebases, indexing_mode, pool, settings)
     report = NightlyReport(results=results)
-    for failed in report.failed:
-        get_run_logger().error("%s failed: %s", failed.directory, failed.summary)
+    for result in report.results:
+        if result.ok:
+            get_run_logger().info("%s: %s", result.directory, result.summary)
+        else:
+            get_run_logger().error("%s failed: %s", result.directory, result.summary)
     publish_nightly_table(report)
     if report.failed:
         names = "; ".join(f"{r.directory}: {r.summary}" for r in report.failed)
@@ -186,9 +189,9 @@ def publish_nightly_table(report: NightlyReport) -> None:
     from prefect.artifacts import create_table_artifact
 
     rows = [
-        {"code base": r.directory, "outcome": "indexed" if r.ok else "failed", "summary": r.summary,
-         "worker": r.worker or "this run", "flow run": r.flow_run,
-         "seconds": round(r.seconds, 1) if r.seconds is not None else None}
+        {"code base": r.directory, "outcome": "indexed" if r.ok else "failed", "worker": r.worker or "this run",
+         "seconds": round(r.seconds, 1) if r.seconds is not None else None, "flow run": r.flow_run,
+         "summary": r.summary}
         for r in report.results
     ]  # fmt: skip
     with contextlib.suppress(Exception):  # an artifact that cannot be written never fails the run
