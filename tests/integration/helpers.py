@@ -175,6 +175,16 @@ def children_of(run_id) -> list:
         )
 
 
+def taken_span(run) -> tuple:
+    """From when a worker took the run (its Pending state) to when it ended: the time the run
+    held one of the worker's slots, start-up of its process included."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(run.id)
+    return min(state.timestamp for state in states if state.type.value == "PENDING"), run.end_time
+
+
 def held_span(run) -> tuple:
     """When a run took the code base's lock and when it released it, from its logs (which
     reach the server in batches, so a just-finished run's may take a few seconds)."""
