@@ -1,8 +1,9 @@
 """The flows the deployments run: what a schedule or a person in the Prefect UI may start.
 
 They index only directories a deployment may touch (RCI_ALLOWED_ROOTS, else the registered
-code bases): a path from a form is checked when Prefect validates the parameters, before
-anything is opened. Each runs the index flow's body in its own flow run.
+code bases): a path from a form is checked first, before anything is opened, and a refused one
+fails its run with the reason as its message and log line. Each runs the index flow's body in its
+own flow run.
 
 The nightly run fans out where there is a work pool: one run of the `index` deployment per code
 base, taken by whichever worker is free, so code bases are indexed at once on several machines
@@ -12,14 +13,16 @@ it indexes them one after another inside its own run.
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Callable
 
 from prefect import flow, get_run_logger
 from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, Field
 
 from flows.index import HOOKS, TASK_RUNNER, index_codebase
-from tasks.params import AllowedDirectory, ForceReembed, ForceReindex, IndexingMode, Mode, documented_parameters
+from tasks.params import AllowedDirectory, ForceReembed, ForceReindex, IndexingMode, Mode, allowed_directory, documented_parameters
 from tasks.settings import Settings, load_settings
 from tasks.stats import IndexStats
 
@@ -33,7 +36,7 @@ def index(
     force_reembed: ForceReembed = False,
 ) -> State:
     """Index a Rust code base: what changed since the last run, or everything with force_reindex."""
-    return finished(index_codebase.fn(directory, force_reindex, indexing_mode, force_reembed))
+    return if_allowed(directory, lambda path: index_codebase.fn(path, force_reindex, indexing_mode, force_reembed))
 
 
 @flow(name="force-reindex", validate_parameters=True, task_runner=TASK_RUNNER, **HOOKS)
@@ -45,12 +48,20 @@ def force_reindex(
 ) -> State:
     """Clear a code base's index and rebuild it, with Qdrant's bulk mode around the load.
     Vectors of unchanged text come from the embedding cache unless `reembed` is set."""
-    return finished(index_codebase.fn(directory, True, indexing_mode, reembed))
+    return if_allowed(directory, lambda path: index_codebase.fn(path, True, indexing_mode, reembed))
 
 
-def finished(stats: IndexStats) -> State:
-    """Completed, with the run's headline as the state message the UI and the nightly run show;
-    the stats stay the result."""
+def if_allowed(directory: str, run: Callable[[str], IndexStats]) -> State:
+    """Run on the directory if a deployment may index it. Checked here rather than as a parameter
+    type: Prefect fails a run whose parameters do not validate before naming it or logging a line,
+    with its own traceback. Completed carries the run's headline as the message the UI and the
+    nightly run show; the stats stay the result."""
+    try:
+        path = allowed_directory(directory)
+    except ValueError as refused:
+        get_run_logger().error("%s", refused)
+        return Failed(message=str(refused))
+    stats = run(path)
     return Completed(message=stats.headline(), data=stats)
 
 
@@ -72,6 +83,19 @@ class NightlyReport(BaseModel):
     def failed(self) -> list[CodebaseResult]:
         return [r for r in self.results if not r.ok]
 
+
+class _FailedStateIsNoCrash(logging.Filter):
+    """These flows fail by returning a Failed state whose message says why (a refused path, the
+    code bases that failed); a worker's engine then logs it once more as an "unexpected exception"
+    with a screen of its own traceback. Only that record is dropped: real errors keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.exceptions import FailedRun
+
+        return not (record.exc_info and isinstance(record.exc_info[1], FailedRun))
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_FailedStateIsNoCrash())
 
 INDEX_DEPLOYMENT = "index-codebase/index"
 POLL_SECONDS = 2.0
@@ -102,7 +126,8 @@ def nightly_reindex(indexing_mode: Mode = IndexingMode.auto) -> State:
     publish_nightly_table(report)
     if report.failed:
         names = "; ".join(f"{r.directory}: {r.summary}" for r in report.failed)
-        return Failed(message=f"{len(report.failed)} of {len(codebases)} code bases failed: {names}", data=report)
+        # No data: Prefect resolves a Failed state's data into the exception it raises, and a report is none.
+        return Failed(message=f"{len(report.failed)} of {len(codebases)} code bases failed: {names}")
     return Completed(message=f"{len(codebases)} code bases indexed", data=report)
 
 

@@ -41,11 +41,16 @@ class ProgressArtifact:
         if not force and now - self.last_update < UPDATE_SECONDS:
             return
         self.last_update = now
-        percent = 100.0 * self.n_files_done / self.n_files if self.n_files else 0.0
-        description = (
-            f"{self.title}: {self.stage_name}, {self.n_files_done:,}/{self.n_files:,} files, "
-            f"{self.n_chunks_embedded:,}/{self.n_chunks:,} chunks embedded or from the cache so far"
-        )
+        ending = self.stage_name in ("commit", "optimize")
+        if self.n_files:
+            percent = 100.0 * self.n_files_done / self.n_files
+            description = (
+                f"{self.title}: {self.stage_name}, {self.n_files_done:,}/{self.n_files:,} files, "
+                f"{self.n_chunks_embedded:,}/{self.n_chunks:,} chunks embedded or from the cache so far"
+            )
+        else:  # nothing to read: done as soon as the run ends
+            percent = 100.0 if ending else 0.0
+            description = f"{self.title}: {'no file changed since the last run' if ending else self.stage_name}"
         with contextlib.suppress(Exception):
             from prefect.artifacts import create_progress_artifact, update_progress_artifact
 

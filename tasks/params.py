@@ -80,11 +80,8 @@ def allowed_directory_description() -> str:
     return text
 
 
-AllowedDirectory = Annotated[
-    str,
-    Field(description=allowed_directory_description()),
-    AfterValidator(allowed_directory),
-]
+# Checked by the deployments' flows when they start (flows/deployed.py, if_allowed), not here.
+AllowedDirectory = Annotated[str, Field(description=allowed_directory_description())]
 ForceReindex = Annotated[
     bool,
     Field(description="Clear the code base's index and rebuild it from scratch instead of indexing what changed."),
@@ -99,7 +96,7 @@ Mode = Annotated[
 ]
 ForceReembed = Annotated[
     bool,
-    Field(description="Rebuild like force_reindex and also embed every chunk again, ignoring the embedding cache."),
+    Field(description="Embed every chunk again, ignoring the embedding cache (the index is rebuilt from scratch)."),
 ]
 
 

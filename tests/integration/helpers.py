@@ -185,20 +185,30 @@ def taken_span(run) -> tuple:
     return min(state.timestamp for state in states if state.type.value == "PENDING"), run.end_time
 
 
-def held_span(run) -> tuple:
-    """When a run took the code base's lock and when it released it, from its logs (which
-    reach the server in batches, so a just-finished run's may take a few seconds)."""
+def run_logs(run_id, until=bool, timeout: float = 30) -> list:
+    """A run's logs, oldest first. They reach the server in batches, so this waits (up to
+    `timeout`) until `until(logs)` holds."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while True:
         with get_client(sync_client=True) as client:
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-        taken = [log.timestamp for log in logs if log.message.startswith("holding ")]
-        released = [log.timestamp for log in logs if log.message.startswith("released ")]
-        if (taken and released) or time.monotonic() > deadline:
-            break
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        if until(logs) or time.monotonic() > deadline:
+            return logs
         time.sleep(1)
+
+
+def logs_of(run_id, containing: str) -> list[str]:
+    """A run's log messages, once one of them contains `containing` (or after 30 s)."""
+    return [log.message for log in run_logs(run_id, lambda logs: any(containing in log.message for log in logs))]
+
+
+def held_span(run) -> tuple:
+    """When a run took the code base's lock and when it released it, from its logs."""
+    said = lambda logs, prefix: [log.timestamp for log in logs if log.message.startswith(prefix)]  # noqa: E731
+    logs = run_logs(run.id, lambda logs: said(logs, "holding ") and said(logs, "released "))
+    taken, released = said(logs, "holding "), said(logs, "released ")
     assert len(taken) == 1 and len(released) == 1, [log.message for log in logs]
     return taken[0], released[0]

@@ -48,3 +48,7 @@ def test_a_run_shows_its_progress_per_batch_its_batches_and_a_summary(demo_crate
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
     batches = [log.message for log in logs if log.message.startswith("batch: ")]
     assert len(batches) >= 3 and all(" files, " in line and " from the cache), " in line for line in batches)
+
+    again = index_codebase(directory=str(demo_crate), return_state=True)  # nothing changed: done, not 0%
+    (shown,) = [a for a in artifacts_of(again.state_details.flow_run_id) if a["type"] == "progress"]
+    assert shown["data"] == 100.0 and shown["description"].endswith(": no file changed since the last run")
