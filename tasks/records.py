@@ -135,7 +135,7 @@ class EmbeddedBatch:
     chunks (the large corpus has them) would hold 15 MB of vectors.
     """
 
-    __slots__ = ("prepared", "keys", "embedded", "reused", "seconds")
+    __slots__ = ("prepared", "keys", "embedded", "reused", "tokens", "seconds")
 
     def __init__(
         self,
@@ -143,12 +143,14 @@ class EmbeddedBatch:
         keys: list[bytes],  # row i: the cache key of prepared.chunks[i]'s vector
         embedded: int = 0,  # texts the model embedded for this batch
         reused: int = 0,  # chunks whose vector came from the cache (or repeated a text of this batch)
+        tokens: int = 0,  # model tokens of the texts embedded
         seconds: dict[str, float] | None = None,  # cache, embed
     ):
         self.prepared = prepared
         self.keys = keys
         self.embedded = embedded
         self.reused = reused
+        self.tokens = tokens
         self.seconds = seconds if seconds is not None else {}
 
     @property

@@ -297,7 +297,7 @@ def embed_batch(session: IndexSession, batch: PreparedBatch) -> EmbeddedBatch:
         session.cache.put_many(zip(missing, vectors))
     return EmbeddedBatch(
         batch, keys, embedded=len(missing), reused=len(chunks) - len(missing),
-        seconds={"cache": lookup_seconds, "embed": embed_seconds},
+        tokens=sum(chunks[i].n_tokens for i in missing.values()), seconds={"cache": lookup_seconds, "embed": embed_seconds},
     )  # fmt: skip
 
 
@@ -347,6 +347,7 @@ def outcome_of(batch: EmbeddedBatch, write_seconds: dict[str, float]) -> BatchOu
         chunks_written=len(prepared.chunks),
         chunks_embedded=batch.embedded,
         chunks_reused=batch.reused,
+        tokens_embedded=batch.tokens,
         seconds=seconds,
     )
 
@@ -374,5 +375,6 @@ def merge_outcomes(a: BatchOutcome, b: BatchOutcome) -> BatchOutcome:
         chunks_written=a.chunks_written + b.chunks_written,
         chunks_embedded=a.chunks_embedded + b.chunks_embedded,
         chunks_reused=a.chunks_reused + b.chunks_reused,
+        tokens_embedded=a.tokens_embedded + b.tokens_embedded,
         seconds=seconds,
     )

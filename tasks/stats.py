@@ -33,6 +33,7 @@ class IndexStats(BaseModel):
     chunks_written: int = 0
     chunks_embedded: int = 0  # texts the model embedded
     chunks_reused: int = 0  # vectors taken from the embedding cache
+    tokens_embedded: int = 0  # model tokens of the texts embedded (each at most the model's input length)
     chunks_total: int = 0  # chunks in the index after the run
     secrets_withheld: list[str] = Field(default_factory=list)  # "path:line (kind)", never the secret
     stage_seconds: dict[str, float] = Field(default_factory=dict)  # summed over batches (and threads)
@@ -71,6 +72,7 @@ class BatchOutcome(BaseModel):
     chunks_written: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
+    tokens_embedded: int = 0
     seconds: dict[str, float] = Field(default_factory=dict)
 
     def add_to(self, stats: IndexStats, clock: StageClock) -> None:
@@ -81,6 +83,7 @@ class BatchOutcome(BaseModel):
         stats.chunks_written += self.chunks_written
         stats.chunks_embedded += self.chunks_embedded
         stats.chunks_reused += self.chunks_reused
+        stats.tokens_embedded += self.tokens_embedded
         clock.merge(self.seconds)
 
     def failures(self) -> list[FileIssue]:

@@ -74,23 +74,29 @@ def run_rci(args: list[str], data_dir: Path, timeline: list | None = None, every
 
 
 def measure_rci(args: list[str], data_dir: Path) -> tuple[str, float, float]:
-    """One `rci ...` process with nothing polling it (on 2 cores a sampler slows what it
-    samples): its stdout, wall seconds and peak RSS in MB, from the kernel's accounting.
-    Python writes its bytecode caches as on a user's machine (this sandbox's environment turns
-    that off, which recompiles every edited module on every run)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL", "PYTHONDONTWRITEBYTECODE"))}
+    """One `rci ...` process with nothing polling it: its stdout, wall seconds and peak RSS in MB."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL"))}
     env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(PREFECT_HOME)})
+    return measure_process([RCI, *args], env)
+
+
+def measure_process(argv: list[str], env: dict) -> tuple[str, float, float]:
+    """One process with nothing polling it (on 2 cores a sampler slows what it samples): its
+    stdout, wall seconds and peak RSS in MB, from the kernel's accounting. Python writes its
+    bytecode caches as on a user's machine (this sandbox's environment turns that off, which
+    recompiles every edited module on every run)."""
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        process = subprocess.Popen([RCI, *args], stdout=out, stderr=err, text=True, env=env)
+        process = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
-        raise RuntimeError(f"rci {' '.join(args)} failed: {stderr.strip()[-800:]}")
-    return stdout, wall, usage.ru_maxrss / 1024  # ru_maxrss is in KB on Linux
+        raise RuntimeError(f"{' '.join(map(str, argv[:3]))} failed: {stderr.strip()[-800:]}")
+    return stdout, wall, usage.ru_maxrss / 1024  # ru_maxrss is in KB on Linux (the largest process waited for)
 
 
 def run_index(args: list[str], data_dir: Path, timeline: list | None = None) -> tuple[dict, float]:

@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/benchmarks/search_quality.py --skip-latency   # ~25 min the first time (indexes 7 crates)
     .venv/bin/python tests/benchmarks/search_quality.py --tune           # also the grid, on the tune half only
+    .venv/bin/python tests/benchmarks/search_quality.py --peer           # also the LlamaIndex peer (the `peer` extra)
 
 Query sets (tests/benchmarks/queries/*.json, 298 queries over clap, regex, rayon, syn, nom,
 serde and cargo; written from each crate's code with tests/benchmarks/list_items.py, before
@@ -149,6 +150,36 @@ def tune(searchers: dict, queries: dict) -> list[str]:
     out.append(table("hybrid, engine weights by query shape (tasks.search.query_shape)", shape_rows))
     return out
 
+def peer_table(half: str, searchers: dict, roots: dict, queries: dict, work: Path) -> str:
+    """The peer (tests/benchmarks/peer_pipeline.py) against rci on one half, both scored by lines
+    (tests/benchmarks/bench_peer.py, by_lines): the peer's chunks carry no item names."""
+    from tests.benchmarks.bench_peer import by_lines, item_lines
+    from tests.benchmarks.peer_pipeline import PeerSearcher, index_with_llamaindex, model_folder
+
+    rows: dict[str, list] = {}
+    for crate, root in roots.items():
+        store = work / "peer-stores" / crate
+        if not (store / ".complete").exists():
+            index_with_llamaindex(root, store, model_folder())
+            (store / ".complete").touch()
+        lines, peer = item_lines(root), PeerSearcher(store, model_folder())
+        for q in (q for q in queries[crate] if q["half"] == half):
+            expected = [(e["file"], e["symbol"]) for e in q["expect"]]
+            for engine in ENGINES:
+                found = searchers[crate].search(q["query"], limit=10, engine=engine)
+                rows.setdefault(f"rci {engine}", []).append((q, by_lines([(r.file, r.start_line, r.end_line) for r in found], expected, lines)))
+            rows.setdefault("peer: LlamaIndex (vector)", []).append((q, by_lines(peer.search(q["query"], 10), expected, lines)))
+        peer.close()
+    table_rows = {}
+    for kind in (None, *KINDS):
+        for system, found in rows.items():
+            kept = [(q, r) for q, r in found if kind in (None, q["type"])]
+            if kept:
+                table_rows[system if kind is None else f"{system}, {kind}"] = summary(kept)["all"]
+    count = len(next(iter(rows.values()), []))
+    return table(f"{half} half against the peer, a result found when its lines overlap the item's ({count} queries)", table_rows)
+
+
 def latency(searcher, texts: list[str]) -> tuple[float, float]:
     searcher.search(texts[0])  # warm-up: first model call
     times = []
@@ -165,6 +196,7 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="also run the tuning grid (on the tune half)")
     parser.add_argument("--crates", default=",".join(EVALUATED), help="comma-separated query sets to evaluate")
     parser.add_argument("--skip-latency", action="store_true", help="skip indexing the medium corpus for latency")
+    parser.add_argument("--peer", action="store_true", help='also the LlamaIndex peer (pip install -e ".[peer]"), by lines')
     args = parser.parse_args()
     data = args.work / "search-data"
     os.environ["RCI_DATA_DIR"] = str(data)
@@ -204,6 +236,10 @@ def main() -> None:
     if {"clap", "regex"} <= set(crates):  # the figures the README reported before the other crates came
         report.append(by_kind("clap + regex", lambda c, q: c in ("clap", "regex")))
         print(report[-1], flush=True)
+    if args.peer:
+        for half in HALVES:
+            report.append(peer_table(half, searchers, roots, queries, args.work))
+            print(report[-1], flush=True)
     if args.tune:
         for block in tune(searchers, queries):
             print(block, flush=True)

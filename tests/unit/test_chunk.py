@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 import tasks.chunk
-from tasks.chunk import Chunker, context_header
+from tasks.chunk import Chunker, context_header, model_lines
 from tasks.parse import module_path, parse_file
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "demo_crate"
@@ -27,7 +27,9 @@ def test_one_chunk_per_item_with_context_header(chunker):
         "function retry_failed_upload\n"
         "Sends a file to the server again after a failure, waiting twice as long after each attempt.\n"
     )
-    assert upload.embed_text.endswith(upload.code)
+    # The model reads the doc comment's words and the code; BM25 and results keep the lines as written.
+    assert upload.embed_text.endswith("\nSends a file to the server again after a failure, waiting twice as long after "
+                                      "each attempt.\n" + upload.code.split("\n", 1)[1])  # fmt: skip
     assert upload.code.startswith("/// Sends a file") and upload.code.rstrip().endswith("}")
     assert (upload.start_line, upload.end_line) == (7, 15)
 
@@ -109,3 +111,46 @@ def test_moving_a_file_keeps_every_embedded_text(chunker):
     moved = chunker.chunks_for(parse_file("src/io/transport.rs", source, ("demo_tensor", "io", "transport")))
     assert [c.embed_text for c in here] == [c.embed_text for c in moved]
     assert [c.qualified_name for c in here] != [c.qualified_name for c in moved]
+
+
+def test_the_model_reads_doc_words_without_markers_and_without_examples():
+    text = (
+        "/// Joins two paths.\n"
+        "///\n"
+        "/// ```\n"
+        "/// let p = join(a, b);\n"
+        "/// ```\n"
+        "/// Fails on `..`.\n"
+        "//// not a doc comment\n"
+        "pub fn join(a: &str, b: &str) -> String { format!(\"{a}/{b}\") } // ```\n"
+        "//! Module docs, also read."
+    )
+    assert model_lines(text) == [
+        "Joins two paths.", "", None, None, None, "Fails on `..`.", "//// not a doc comment",
+        'pub fn join(a: &str, b: &str) -> String { format!("{a}/{b}") } // ```', "Module docs, also read.",
+    ]  # fmt: skip
+    # A fence a doc comment leaves open ends with the comment.
+    assert model_lines("/// ```\n/// code\nfn f() {}") == [None, None, "fn f() {}"]
+
+
+def test_windows_keep_every_line_and_the_model_reads_no_example(embedder):
+    """An example in a long item's docs is in its windows' code (BM25) and never in what is embedded."""
+    example = "\n".join(f"/// let value_{i} = compute({i});" for i in range(120))
+    body = "\n".join(f"    total += step_{i}(x);" for i in range(120))
+    source = f"/// Adds the steps.\n/// ```\n{example}\n/// ```\npub fn add_steps(x: u32) -> u32 {{\n    let mut total = 0;\n{body}\n    total\n}}\n"
+    chunker = Chunker(embedder.tokenizer(), max_tokens=128, overlap_lines=1)
+    windows = chunker.chunks_for(parse_file("src/steps.rs", source.encode(), ("demo",)))
+    assert len(windows) > 2
+    assert all(len(embedder.tokenizer().encode(w.embed_text).ids) <= 128 for w in windows)
+    assert not any("compute(" in w.embed_text or "///" in w.embed_text for w in windows)
+    assert "let value_119 = compute(119);" in "\n".join(w.code for w in windows)
+    # Windows are cut on the lines as written (BM25's documents); those inside the example read the header alone.
+    assert all(w.embed_text.startswith("function add_steps\nAdds the steps.\n") for w in windows)
+    assert windows[0].embed_text == "function add_steps\nAdds the steps.\nAdds the steps."
+    assert windows[1].embed_text == "function add_steps\nAdds the steps.\n"
+    assert any("pub fn add_steps(x: u32) -> u32 {" in w.embed_text for w in windows)
+    assert all(w.n_tokens == len(embedder.tokenizer().encode(w.embed_text).ids) for w in windows)
+    lines = source.splitlines()
+    covered = {line for w in windows for line in range(w.start_line, w.end_line + 1)}
+    assert covered == set(range(1, len(lines) + 1))
+    assert all(w.code == "\n".join(lines[w.start_line - 1 : w.end_line]) for w in windows)
