@@ -116,7 +116,10 @@ def token_batches(lengths: Sequence[int], budget: int, max_batch: int = 256) -> 
 class Embedder:
     """fastembed's TextEmbedding, fed length-sorted batches of a fixed padded-token budget."""
 
-    def __init__(self, spec: ModelSpec, batch_tokens: int = 1024, threads: int | None = None, device: str = "auto"):
+    def __init__(
+        self, spec: ModelSpec, batch_tokens: int = 1024, threads: int | None = None, device: str = "auto", lean: bool = True
+    ):
+        """`lean`: on the CPU, build the session with less memory and a little less speed (_lean_cpu_session)."""
         from fastembed import TextEmbedding
 
         self.spec = spec
@@ -127,7 +130,7 @@ class Embedder:
         # ONNX Runtime's CPU memory arena stays on: without it a sequential run of the small
         # corpus peaked higher (786 MB against 641) and embedded 9% slower.
         try:
-            with _lean_cpu_session(self.providers[0] == "CPUExecutionProvider"):
+            with _lean_cpu_session(lean and self.providers[0] == "CPUExecutionProvider"):
                 self._model = TextEmbedding(
                     model_name=spec.name, threads=self.threads, providers=self.providers, **kwargs
                 )

@@ -45,6 +45,11 @@ class Plan:
     hash_workers: int  # threads hashing changed files
     tantivy_heap_bytes: int
     tantivy_threads: int
+    # ONNX Runtime's own CPU session for the embedders (graph optimizations, memory patterns)
+    # instead of the lean one (tasks/embed.py): faster, about 100 MB more per model. Only in
+    # parallel mode, which recommend() picks with 4 GiB available (tests/benchmarks/README.md,
+    # "The embedder's ONNX session").
+    fast_session: bool = False
 
     def describe(self) -> dict:
         return asdict(self)
@@ -104,4 +109,5 @@ def recommend(files: int, total_bytes: int = 0, machine: Machine | None = None, 
         hash_workers=1 if chosen == "sequential" else min(cores * 2, 8),
         tantivy_heap_bytes=int(tantivy_heap),
         tantivy_threads=tantivy_threads,
+        fast_session=chosen == "parallel",
     )

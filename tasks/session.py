@@ -120,12 +120,13 @@ def plan_for_run(settings: Settings, files: int, total_bytes: int, mode: str | N
     return dataclasses.replace(plan, **overrides)
 
 
-def load_embedder(settings: Settings, threads: int | None = None) -> Embedder:
+def load_embedder(settings: Settings, threads: int | None = None, lean: bool = True) -> Embedder:
     return Embedder(
         resolve_model(settings),
         batch_tokens=settings.embed_batch_tokens,
         threads=threads or settings.embed_threads,
         device=settings.embed_device,
+        lean=lean,
     )
 
 
@@ -141,7 +142,7 @@ def open_session(
     spec = resolve_model(settings)
     existing = load_manifest(layout.manifest_path)
     layout.data_dir.mkdir(parents=True, exist_ok=True)
-    embedders = [load_embedder(settings, plan.embed_threads) for _ in range(max(plan.workers, 1))]
+    embedders = [load_embedder(settings, plan.embed_threads, lean=not plan.fast_session) for _ in range(max(plan.workers, 1))]
     dim = embedders[0].dim
     wanted = Manifest.for_run(layout, spec, dim, settings.qdrant_url)
     if existing is not None and not force:

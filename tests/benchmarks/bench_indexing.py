@@ -145,7 +145,7 @@ from tasks.settings import load_settings
 root = Path({str(root)!r})
 found = discover(root, load_settings().max_file_bytes)
 plan = recommend(len(found.files), sum(f.size for f in found.files))
-model = load_embedder(load_settings(), threads=plan.embed_threads * plan.workers)
+model = load_embedder(load_settings(), threads=plan.embed_threads * plan.workers, lean=not plan.fast_session)
 chunker = Chunker(model.tokenizer(), min(256, model.max_tokens), 2)
 texts = {{}}
 for source in found.files:

@@ -4,10 +4,10 @@
     .venv/bin/python tests/benchmarks/bench_onnx_session.py --crates tokio,cargo
 
 For each crate, every distinct text `rci index` would embed (the real corpus, not a sample) goes
-through one model in a fresh process, in the recommended plan's threads and length-sorted
+through one model in a fresh process, with all the recommended plan's threads and length-sorted
 batches, once with each session, alternating; printed: seconds, tokens per second and the
 process's peak RSS (the kernel's high-water mark). tasks/embed.py, `_lean_cpu_session`, says
-what the lean session turns off.
+what the lean session turns off; tasks/recommend.py says which mode uses which.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from tests.benchmarks.bench_indexing import measure_process  # noqa: E402
 from tests.benchmarks.corpora import crate_source  # noqa: E402
 
 EMBED = """
-import contextlib, json, sys, time
+import json, sys, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-import tasks.embed
 from tasks.chunk import Chunker
 from tasks.discover import discover
 from tasks.parse import module_path, parse_file
@@ -37,12 +36,10 @@ from tasks.recommend import recommend
 from tasks.secrets import withhold_secrets
 from tasks.session import load_embedder
 from tasks.settings import load_settings
-if {session!r} == "default":  # fastembed's own session options
-    tasks.embed._lean_cpu_session = lambda active: contextlib.nullcontext()
 root = Path({root!r})
 found = discover(root, load_settings().max_file_bytes)
 plan = recommend(len(found.files), sum(f.size for f in found.files))
-model = load_embedder(load_settings(), threads=plan.embed_threads * plan.workers)
+model = load_embedder(load_settings(), threads=plan.embed_threads * plan.workers, lean={session!r} == "lean")
 chunker = Chunker(model.tokenizer(), min(256, model.max_tokens), 2)
 texts = {{}}
 for source in found.files:

@@ -75,3 +75,17 @@ def test_the_cpu_session_is_built_lean(embedder):
     assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert options.enable_mem_pattern is False
     assert onnxruntime.SessionOptions().enable_mem_pattern is True  # the swap was undone
+
+
+def test_a_fast_session_keeps_onnx_runtimes_defaults_and_the_same_vectors(embedder):
+    """Parallel mode's embedders (Plan.fast_session): faster, more memory, the same vectors."""
+    import numpy as np
+    import onnxruntime
+
+    from tasks.embed import Embedder
+
+    fast = Embedder(embedder.spec, threads=1, lean=False)
+    options = fast._model.model.model.get_session_options()
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    texts = ["fn retry_failed_upload() {}", "Parses command line arguments into a struct."]
+    assert np.abs(fast.embed(texts) - embedder.embed(texts)).max() < 1e-4

@@ -32,6 +32,7 @@ def test_plan_sizes_follow_the_machine():
     parallel = recommend(800, machine=Machine(8, 32 * GIB))
     assert parallel.mode == "parallel" and parallel.workers == 8 and parallel.embed_threads == 1
     assert parallel.parse_processes == 4
+    assert parallel.fast_session and not piped.fast_session and not big.fast_session  # memory to spare only
     tight = recommend(800, 50 * 1024 * 1024, machine=Machine(2, int(1.2 * GIB)))
     assert tight.tantivy_threads == 1 and tight.tantivy_heap_bytes == TANTIVY_HEAP_PER_THREAD
 
