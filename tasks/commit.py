@@ -141,8 +141,8 @@ def repair_advice(layout: CodebaseLayout, path: Path, reason: str) -> str:
 
 def rebuild_advice(layout: CodebaseLayout) -> str:
     return (
-        f"rebuild it with `rci index {layout.root} --force` (vectors of unchanged text come from the "
-        "embedding cache: nothing is embedded again)"
+        f"rebuild it with `rci index {layout.root} --force` (vectors of text the model has read before "
+        "come from the embedding cache)"
     )
 
 

@@ -266,7 +266,7 @@ def test_an_index_in_the_old_sharded_layout_asks_for_one_force_rebuild(demo_crat
     (layout_dir / "manifest.json").write_text(json.dumps(manifest))
     (layout_dir / "qdrant" / "demo-crate" / "0000").mkdir(parents=True)
     (layout_dir / "qdrant" / "demo-crate" / "shards.json").write_text('{"dim": 384, "points": [45], "files": {}}')
-    advice = f"rebuild it with `rci index {demo_crate} --force` (vectors of unchanged text come from the embedding cache"
+    advice = f"rebuild it with `rci index {demo_crate} --force` (vectors of text the model has read before come from the embedding cache"
     for command in (["search", str(demo_crate), "retry"], ["index", str(demo_crate)]):
         if command[0] == "index":
             (demo_crate / "src" / "extra.rs").write_text("pub fn extra() {}\n")  # not up to date: the flow runs
