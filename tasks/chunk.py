@@ -97,21 +97,26 @@ class Chunker:
         texts = [f"{h}\n{item.text}" for h, item in zip(headers, items)]
         counts = self._count(texts, special=True, limit=self.max_tokens)
         seen: Counter[tuple[str, str]] = Counter()
-        cut: list[tuple] = []  # (item, item_id, code, embedded text, window, windows, first, last)
+        cut: list[tuple] = []  # (item, item_id, code, embedded text, window, windows, first, last, tokens or None)
         for item, header, n_tokens in zip(items, headers, counts):
             occurrence = seen[(item.kind, item.qualified_name)]
             seen[(item.kind, item.qualified_name)] += 1
             item_id = stable_id(parsed.rel_path, item.kind, item.qualified_name, occurrence)
             read = model_lines(item.text)
             if n_tokens <= self.max_tokens:
-                cut.append((item, item_id, item.text, f"{header}\n{_joined(read)}", 0, 1, 0, None))
+                model = _joined(read)
+                cut.append((item, item_id, item.text, f"{header}\n{model}", 0, 1, 0, None, n_tokens if model == item.text else None))
                 continue
             windows = self._windows(header, item.text, read)
             for index, (first, last, code, model) in enumerate(windows):
-                cut.append((item, item_id, code, f"{header}\n{model}", index, len(windows), first, last))
-        # Tokens of what the model reads (shorter than what the windows were cut on): batching and the run's figures.
-        n_tokens = self._count([c[3] for c in cut], special=True)
-        return [self._chunk(parsed.rel_path, *c, n) for c, n in zip(cut, n_tokens)]
+                cut.append((item, item_id, code, f"{header}\n{model}", index, len(windows), first, last, None))
+        # Tokens of what the model reads, where it is not what was counted (doc comments, windows):
+        # batching and the run's figures.
+        tokens = [c[-1] for c in cut]
+        recount = [i for i, n in enumerate(tokens) if n is None]
+        for i, n in zip(recount, self._count([cut[i][3] for i in recount], special=True)):
+            tokens[i] = n
+        return [self._chunk(parsed.rel_path, *c[:-1], n) for c, n in zip(cut, tokens)]
 
     def _chunk(self, rel_path, item, item_id, code, embed_text, window, windows, first, last, n_tokens) -> Chunk:
         # Containers list their children as signatures, so their lines no longer match the

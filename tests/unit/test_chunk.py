@@ -34,6 +34,13 @@ def test_one_chunk_per_item_with_context_header(chunker):
     assert (upload.start_line, upload.end_line) == (7, 15)
 
 
+def test_token_counts_are_of_what_the_model_reads(chunker, embedder):
+    counter = embedder.tokenizer()
+    chunks = [c for rel in ("src/net.rs", "src/lib.rs", "src/long.rs") for c in chunks_of(chunker, rel)]
+    assert any("///" in c.code for c in chunks) and any("///" not in c.code for c in chunks)
+    assert all(c.n_tokens == len(counter.encode(c.embed_text).ids) for c in chunks)
+
+
 def test_ids_are_deterministic_and_unique(chunker):
     first = chunks_of(chunker, "src/lib.rs")
     second = chunks_of(chunker, "src/lib.rs")
