@@ -22,7 +22,15 @@ from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, Field
 
 from flows.index import HOOKS, TASK_RUNNER, index_codebase
-from tasks.params import AllowedDirectory, ForceReembed, ForceReindex, IndexingMode, Mode, allowed_directory, documented_parameters
+from tasks.params import (
+    AllowedDirectory,
+    ForceReembed,
+    ForceReindex,
+    IndexingMode,
+    Mode,
+    allowed_directory,
+    documented_parameters,
+)
 from tasks.settings import Settings, load_settings
 from tasks.stats import IndexStats
 

@@ -105,7 +105,8 @@ class Chunker:
             read = model_lines(item.text)
             if n_tokens <= self.max_tokens:
                 model = _joined(read)
-                cut.append((item, item_id, item.text, f"{header}\n{model}", 0, 1, 0, None, n_tokens if model == item.text else None))
+                counted = n_tokens if model == item.text else None  # no doc comment: already counted
+                cut.append((item, item_id, item.text, f"{header}\n{model}", 0, 1, 0, None, counted))
                 continue
             windows = self._windows(header, item.text, read)
             for index, (first, last, code, model) in enumerate(windows):
