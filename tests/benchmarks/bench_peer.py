@@ -102,33 +102,29 @@ def by_lines(results: list[tuple[str, int, int]], expected: list[tuple[str, str]
     """The metrics under the line rule: each result stands for the first expected item it overlaps."""
     ranked = []
     for file, start, end in results:
-        found = next((key for key in expected if key[0] == file and any(s <= end and start <= e for s, e in lines[key])), None)
-        ranked.append(found if found is not None else (file, start, end))
+        overlapped = (key for key in expected if key[0] == file and any(s <= end and start <= e for s, e in lines[key]))
+        ranked.append(next(overlapped, (file, start, end)))
     return scores(ranked, set(expected))
 
 
-def score_both(run: dict) -> dict[str, list[tuple[dict, dict]]]:
-    """(query, metrics) per system: rci's engines by lines and by name, the peer by lines."""
-    from tasks.search import Searcher
-    from tasks.settings import load_settings
+def score_both(root: Path, searcher, store: Path, queries: list[dict]) -> dict[str, list[tuple[dict, dict]]]:
+    """(query, metrics) per system on one crate: rci's engines (`searcher`, a tasks.search.Searcher)
+    by lines and by name, the peer's index at `store` by lines."""
     from tests.benchmarks.peer_pipeline import PeerSearcher, model_folder
 
-    lines = item_lines(run["root"])
-    queries = load(run["crate"])
-    searcher = Searcher(run["root"], settings=load_settings().model_copy(update={"data_dir": run["data"]}))
-    peer = PeerSearcher(run["store"], model_folder())
+    lines, peer = item_lines(root), PeerSearcher(store, model_folder())
     rows: dict[str, list] = {}
     try:
         for q in queries:
             expected = [(e["file"], e["symbol"]) for e in q["expect"]]
             for engine in ("hybrid", "bm25", "vector"):
                 found = searcher.search(q["query"], limit=10, engine=engine)
-                rows.setdefault(f"rci {engine}, by lines", []).append((q, by_lines([(r.file, r.start_line, r.end_line) for r in found], expected, lines)))
+                spans = [(r.file, r.start_line, r.end_line) for r in found]
+                rows.setdefault(f"rci {engine}, by lines", []).append((q, by_lines(spans, expected, lines)))
                 rows.setdefault(f"rci {engine}, by name", []).append((q, scores([(r.file, r.symbol) for r in found], set(expected))))
             rows.setdefault("peer (LlamaIndex), by lines", []).append((q, by_lines(peer.search(q["query"], 10), expected, lines)))
     finally:
         peer.close()
-        searcher.close()
     return rows
 
 
@@ -151,10 +147,15 @@ def main() -> None:
     scored = [run for run in runs if run["crate"] in EVALUATED]
     if not scored:
         return
+    from tasks.search import Searcher
+    from tasks.settings import load_settings
+
     rows: dict[str, list] = {}
     for run in scored:
-        for system, found in score_both(run).items():
+        searcher = Searcher(run["root"], settings=load_settings().model_copy(update={"data_dir": run["data"]}))
+        for system, found in score_both(run["root"], searcher, run["store"], load(run["crate"])).items():
             rows.setdefault(system, []).extend(found)
+        searcher.close()
     print(f"\nSearch evaluation on {', '.join(r['crate'] for r in scored)} (every query, both halves)\n")
     print("| system | kind | queries | recall@1 | recall@5 | recall@10 | mrr@10 | ndcg@10 |\n|---|---|---|---|---|---|---|---|")
     for system, found in rows.items():

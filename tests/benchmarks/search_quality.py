@@ -153,8 +153,8 @@ def tune(searchers: dict, queries: dict) -> list[str]:
 def peer_table(half: str, searchers: dict, roots: dict, queries: dict, work: Path) -> str:
     """The peer (tests/benchmarks/peer_pipeline.py) against rci on one half, both scored by lines
     (tests/benchmarks/bench_peer.py, by_lines): the peer's chunks carry no item names."""
-    from tests.benchmarks.bench_peer import by_lines, item_lines
-    from tests.benchmarks.peer_pipeline import PeerSearcher, index_with_llamaindex, model_folder
+    from tests.benchmarks.bench_peer import score_both
+    from tests.benchmarks.peer_pipeline import index_with_llamaindex, model_folder
 
     rows: dict[str, list] = {}
     for crate, root in roots.items():
@@ -162,14 +162,10 @@ def peer_table(half: str, searchers: dict, roots: dict, queries: dict, work: Pat
         if not (store / ".complete").exists():
             index_with_llamaindex(root, store, model_folder())
             (store / ".complete").touch()
-        lines, peer = item_lines(root), PeerSearcher(store, model_folder())
-        for q in (q for q in queries[crate] if q["half"] == half):
-            expected = [(e["file"], e["symbol"]) for e in q["expect"]]
-            for engine in ENGINES:
-                found = searchers[crate].search(q["query"], limit=10, engine=engine)
-                rows.setdefault(f"rci {engine}", []).append((q, by_lines([(r.file, r.start_line, r.end_line) for r in found], expected, lines)))
-            rows.setdefault("peer: LlamaIndex (vector)", []).append((q, by_lines(peer.search(q["query"], 10), expected, lines)))
-        peer.close()
+        in_half = [q for q in queries[crate] if q["half"] == half]
+        for system, found in score_both(root, searchers[crate], store, in_half).items():
+            if "by name" not in system:
+                rows.setdefault(system.replace(", by lines", ""), []).extend(found)
     table_rows = {}
     for kind in (None, *KINDS):
         for system, found in rows.items():
