@@ -13,11 +13,9 @@ from prefect.schedules import Cron
 
 from tasks.settings import Settings
 
-TAGS = ["rust-code-index"]
-
 
 def build_deployments(settings: Settings) -> list[RunnerDeployment]:
-    from flows.deployed import force_reindex, index, nightly_reindex
+    from flows.deployed import TAGS, force_reindex, index, nightly_reindex
 
     common = {"tags": TAGS, "entrypoint_type": EntrypointType.MODULE_PATH}
     deployments = [

@@ -106,6 +106,7 @@ class _FailedStateIsNoCrash(logging.Filter):
 logging.getLogger("prefect.flow_runs").addFilter(_FailedStateIsNoCrash())
 
 INDEX_DEPLOYMENT = "index-codebase/index"
+TAGS = ["rust-code-index"]  # on the deployments and every run they start, so one filter in the UI finds them all
 POLL_SECONDS = 2.0
 
 
@@ -179,7 +180,7 @@ def fan_out(codebases: list[str], indexing_mode: str, pool: str, settings: Setti
                 directory = waiting.pop(0)
                 in_flight[directory] = run_deployment(
                     INDEX_DEPLOYMENT, parameters={"directory": directory, "indexing_mode": indexing_mode},
-                    flow_run_name=f"nightly: {directory}", timeout=0, as_subflow=True, tags=["nightly"],
+                    flow_run_name=f"nightly: {directory}", timeout=0, as_subflow=True, tags=[*TAGS, "nightly"],
                 )  # fmt: skip
                 logger.info("%s: flow run %s queued on work pool %s", directory, in_flight[directory].name, pool)
             time.sleep(POLL_SECONDS)

@@ -54,6 +54,7 @@ def test_the_nightly_run_fans_out_over_the_pools_workers(tmp_path):
     assert set(children) == {str(c) for c in crates} | {str(gone)}
     assert children.pop(str(gone)).state.type.value == "FAILED"
     assert [run.state.type.value for run in children.values()] == ["COMPLETED"] * 4
+    assert all({"rust-code-index", "nightly"} <= set(run.tags) for run in children.values())  # one UI filter finds them
     assert again.state.type.value == "COMPLETED", again.state.message
 
     # Each code base's run went to whichever index worker took it; both workers took some,
