@@ -51,6 +51,11 @@ def offer_registered_codebases(served: RunnerDeployment, settings: Settings) -> 
 
 
 def serve_deployments(settings: Settings, limit: int | None = None) -> None:
+    import warnings
+
     from prefect import serve
 
+    # Prefect 3.8's SIGTERM handler calls its async stop() without awaiting it; shutdown goes on
+    # regardless (the deployments are paused), so the warning would only alarm a person.
+    warnings.filterwarnings("ignore", message="coroutine 'Runner.astop' was never awaited", category=RuntimeWarning)
     serve(*build_deployments(settings), limit=limit)

@@ -66,6 +66,8 @@ def served(prefect_server, tmp_path_factory):
     yield {"env": env, "alpha": alpha, "beta": beta, "gamma": gamma, "allowed": allowed, "base": base}
     stop_process(process, timeout=30)
     log.close()
+    said = (base / "serve.log").read_text()  # SIGTERM stops serving with Prefect's lines, nothing alarming
+    assert "SIGTERM received" in said and "never awaited" not in said and "Traceback" not in said, said[-2000:]
 
 
 def deployment(client, name: str):
