@@ -2,7 +2,8 @@
 vector weight) against score-based fusion (a convex mix of each engine's scores, normalised by
 min-max or by the top score), per half; chosen on the tune half only.
 
-    .venv/bin/python tests/benchmarks/fusion_grid.py    # after search_quality.py has built the indexes
+    .venv/bin/python tests/benchmarks/fusion_grid.py              # after search_quality.py has built the indexes
+    .venv/bin/python tests/benchmarks/fusion_grid.py --test-code  # what test code's vectors are worth
 
 Each query's two candidate lists (100 each, item level, with their scores) are read once, then
 every rule ranks them with the kind and test priors of tasks/search.py. Results:
@@ -11,6 +12,7 @@ tests/benchmarks/README.md, "Fusion rules".
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,14 +29,15 @@ from tests.benchmarks.metrics import mean, scores  # noqa: E402
 from tests.benchmarks.search_quality import EVALUATED, load  # noqa: E402
 
 
-def candidates() -> list[dict]:
-    """Per query: each engine's items (best window first) as item id -> [path, symbol, kind, score]."""
+def candidates(query_sets: dict[str, list[dict]] | None = None) -> list[dict]:
+    """Per query: each engine's items (best window first) as item id -> [path, symbol, kind, score].
+    `query_sets`: crate -> queries; the evaluation's by default."""
     model = load_embedder(load_settings())
     out = []
-    for crate in EVALUATED:
+    for crate, queries in (query_sets or {crate: load(crate) for crate in EVALUATED}).items():
         searcher = Searcher(crate_source(crate, REPO / ".bench"), embedder=model)
         store = searcher.tantivy
-        for q in load(crate):
+        for q in queries:
             query = store.build_query(q["query"])
             store.index.reload()
             found = store.index.searcher()
@@ -57,6 +60,11 @@ def candidates() -> list[dict]:
 
 def prior(path: str, symbol: str, kind: str) -> float:
     return KIND_PRIOR.get(kind, 1.0) * (TEST_PRIOR if is_test_code(path, symbol) else 1.0)
+
+
+def alone(ranking: dict) -> dict:
+    """One engine's own order as scores."""
+    return {item: 1 / rank for rank, item in enumerate(ranking, 1)}
 
 
 def rrf(e: dict, k: int = 30, vector_weight: float = 1.0) -> dict:
@@ -96,10 +104,40 @@ def evaluate(data: list[dict], rule, half: str, kind: str | None = None) -> dict
     return mean(rows)
 
 
+def without_test_code_vectors(e: dict) -> dict:
+    """The candidates as if test code had no vectors (BM25 still holds it)."""
+    return {**e, "vector": {i: v for i, v in e["vector"].items() if not is_test_code(v[0], v[1])}}
+
+
+def test_code_table(data: list[dict]) -> None:
+    """Hybrid (RRF k=30) and the vector engine, with and without test code's vectors, per half, on
+    the evaluation and on the queries whose answers are tests (queries/test-code.json)."""
+    by_crate: dict[str, list[dict]] = {}
+    for q in json.loads((REPO / "tests" / "benchmarks" / "queries" / "test-code.json").read_text())["queries"]:
+        by_crate.setdefault(q["crate"], []).append(q)
+    tests_data = candidates(by_crate)
+    rules = {
+        "hybrid": lambda e: rrf(e, 30),
+        "hybrid, no test-code vectors": lambda e: rrf(without_test_code_vectors(e), 30),
+        "vector": lambda e: alone(e["vector"]),
+        "vector, no test-code vectors": lambda e: alone(without_test_code_vectors(e)["vector"]),
+    }
+    print("\n| query set, half | rule | R@1 | R@10 | MRR@10 | nDCG@10 |\n| --- | --- | --- | --- | --- | --- |")
+    for label, rows in (("evaluation", data), ("test-code queries", tests_data)):
+        for half in ("tune", "test"):
+            for name, rule in rules.items():
+                m = evaluate(rows, rule, half)
+                count = sum(1 for e in rows if e["q"]["half"] == half)
+                print(f"| {label}, {half} ({count}) | {name} | {m['recall@1']:.3f} | {m['recall@10']:.3f} | "
+                      f"{m['mrr@10']:.3f} | {m['ndcg@10']:.3f} |")  # fmt: skip
+
+
 def main() -> None:
     data = candidates()
-    rules = {"bm25 alone": lambda e: {i: 1 / r for r, i in enumerate(e["bm25"], 1)},
-             "vector alone": lambda e: {i: 1 / r for r, i in enumerate(e["vector"], 1)}}  # fmt: skip
+    if "--test-code" in sys.argv:
+        test_code_table(data)
+        return
+    rules = {"bm25 alone": lambda e: alone(e["bm25"]), "vector alone": lambda e: alone(e["vector"])}
     for k in (10, 30, 60):
         for weight in (1.0, 1.5):
             rules[f"rrf k={k}, vector x{weight}"] = lambda e, k=k, w=weight: rrf(e, k, w)

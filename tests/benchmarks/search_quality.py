@@ -10,6 +10,8 @@ any search result was seen) name the expected items by file and qualified name: 
 descriptions of what an item does (without its name), half-remembered identifiers, and mixed
 phrasing. Each query belongs to a tune or a test half (tests/benchmarks/split_queries.py);
 defaults are chosen on the tune half, and both are reported. Each expected item counts once (tests/benchmarks/metrics.py).
+None of those items is test code: queries/test-code.json (42 queries whose answers are tests, in
+its own halves) is reported on its own, per engine.
 Crates are Debian's, pinned by version (tests/benchmarks/corpora.py). Latency is measured on
 the ~1,000-file medium corpus with the embedded stores, in this process, after one warm-up query.
 """
@@ -105,6 +107,23 @@ def summary(rows: list[tuple[dict, dict]]) -> dict:
 
 def evaluate(searcher, queries: list[dict], engine: str, **options) -> dict:
     return summary(scored(searcher, queries, engine, **options))
+
+def tests_tables(searchers: dict, crates: list[str]) -> list[str]:
+    """Per half, each engine on the queries whose answers are tests (queries/test-code.json): the
+    evaluation's own expected items are never test code, so what ranking does to tests shows here."""
+    for_tests = [q for q in json.loads((QUERIES / "test-code.json").read_text())["queries"] if q["crate"] in crates]
+    found = {}
+    for crate in {q["crate"] for q in for_tests}:
+        check_expected(searchers[crate], [q for q in for_tests if q["crate"] == crate])
+    for engine in ENGINES:
+        found[engine] = [row for c in crates for row in scored(searchers[c], [q for q in for_tests if q["crate"] == c], engine)]
+    out = []
+    for half in HALVES:
+        rows = {engine: summary([(q, r) for q, r in found[engine] if q["half"] == half])["all"] for engine in ENGINES}
+        count = sum(1 for q in for_tests if q["half"] == half)
+        out.append(table(f"queries for tests, {half} half ({count} queries)", rows))
+    return out
+
 
 def table(title: str, rows: dict[str, dict]) -> str:
     lines = [f"\n**{title}**\n", "| | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
@@ -230,6 +249,8 @@ def main() -> None:
     for half in HALVES:
         report.append(by_kind(f"{half} half, every crate", lambda c, q, half=half: q["half"] == half))
         print(report[-1], flush=True)
+    report += tests_tables(searchers, crates)
+    print("\n".join(report[-len(HALVES):]), flush=True)
     if {"clap", "regex"} <= set(crates):  # the figures the README reported before the other crates came
         report.append(by_kind("clap + regex", lambda c, q: c in ("clap", "regex")))
         print(report[-1], flush=True)

@@ -1,7 +1,7 @@
 import pytest
 
 from tasks.commit import Manifest, incompatibility, load_manifest, save_manifest
-from tasks.search import Searcher, _Hit, is_test_code, query_shape, reciprocal_rank_fusion
+from tasks.search import Searcher, _Hit, asks_for_tests, is_test_code, query_shape, reciprocal_rank_fusion
 
 
 def test_rrf_hand_computed():
@@ -40,13 +40,14 @@ def hit(item: str, window: int = 0, kind: str = "function", path: str = "src/lib
     return _Hit(f"{item}#{window}", item, path, symbol or f"demo::{item}", kind, 1, 9, f"fn {item}() {{}}")
 
 
-def fusing(rankings, k=10) -> list[tuple[str, float]]:
+def fusing(rankings, k=10, test_prior=0.5) -> list[tuple[str, float]]:
     """Searcher._merge on hand-made rankings (no stores: the point is the arithmetic)."""
     searcher = Searcher.__new__(Searcher)
-    searcher.kind_prior, searcher.test_prior = {"impl": 0.5, "module": 0.5}, 0.5
+    searcher.kind_prior = {"impl": 0.5, "module": 0.5}
     searcher._stale = lambda paths: set()
     weights = [1.0] * len(rankings)
-    return [(r.symbol, r.score) for r in searcher._merge(rankings, k, limit=10, weights=weights)]  # scores rounded to 6 places
+    merged = searcher._merge(rankings, k, limit=10, weights=weights, test_prior=test_prior)
+    return [(r.symbol, r.score) for r in merged]  # scores rounded to 6 places
 
 
 def test_fusion_counts_an_item_once_per_engine_at_its_best_window():
@@ -67,6 +68,28 @@ def test_fusion_ranks_containers_and_tests_below_members():
         ("demo::tests", pytest.approx(0.5 / 12, abs=1e-6)),
         ("demo::tests::checks_it", pytest.approx(0.5 / 13, abs=1e-6)),
     ]
+
+
+def test_tests_keep_their_rank_when_the_query_asks_for_tests():
+    ranking = [hit("checks_retry", symbol="demo::tests::checks_retry"), hit("retry")]
+    assert [symbol for symbol, _ in fusing([ranking], test_prior=1.0)] == ["demo::tests::checks_retry", "demo::retry"]
+    assert [symbol for symbol, _ in fusing([ranking], test_prior=0.6)] == ["demo::retry", "demo::tests::checks_retry"]
+
+
+@pytest.mark.parametrize(
+    "query, asks",
+    [
+        ("the test that checks a timeout fires", True),
+        ("Tests for retry backoff", True),
+        ("testing helpers for parsers", True),
+        ("retry a failed upload", False),
+        ("test_parse_negative", True),  # a test's name
+        ("parse_tests helper", True),
+        ("contest entries", False),
+    ],
+)
+def test_which_queries_ask_for_tests(query, asks):
+    assert asks_for_tests(query) is asks
 
 
 @pytest.mark.parametrize(
