@@ -59,18 +59,16 @@ def force_reindex(
     return if_allowed(directory, lambda path: index_codebase.fn(path, True, indexing_mode, reembed))
 
 
-def if_allowed(directory: str, run: Callable[[str], IndexStats]) -> State:
+def if_allowed(directory: str, run: Callable[[str], State]) -> State:
     """Run on the directory if a deployment may index it. Checked here rather than as a parameter
     type: Prefect fails a run whose parameters do not validate before naming it or logging a line,
-    with its own traceback. Completed carries the run's headline as the message the UI and the
-    nightly run show; the stats stay the result."""
+    with its own traceback."""
     try:
         path = allowed_directory(directory)
     except ValueError as refused:
         get_run_logger().error("%s", refused)
         return Failed(message=str(refused))
-    stats = run(path)
-    return Completed(message=stats.headline(), data=stats)
+    return run(path)
 
 
 class CodebaseResult(BaseModel):

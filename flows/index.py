@@ -23,6 +23,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.runtime import deployment, flow_run
+from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.modes import run_mode
@@ -75,7 +76,7 @@ def index_codebase(
     force_reindex: ForceReindex = False,
     indexing_mode: Mode = IndexingMode.auto,
     force_reembed: ForceReembed = False,
-) -> IndexStats:
+) -> State:
     """Index a Rust code base: what changed since the last run, or everything with force_reindex."""
     started = time.perf_counter()
     settings = load_settings()
@@ -126,7 +127,9 @@ def index_codebase(
         len(stats.files_skipped), stats.chunks_written, stats.chunks_embedded, stats.chunks_reused,
         stats.chunks_total, stats.peak_rss_mb,
     )  # fmt: skip
-    return stats
+    # The headline is the state's message, which the UI shows on the run and a nightly run reads;
+    # a caller of the flow still gets the stats (its result).
+    return Completed(message=stats.headline(), data=stats)
 
 
 def _discover(root: Path, settings: Settings, clock: StageClock) -> Discovery:

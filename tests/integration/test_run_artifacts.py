@@ -46,6 +46,9 @@ def test_a_run_shows_its_progress_per_batch_its_batches_and_a_summary(demo_crate
 
     with get_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        shown_state = client.read_flow_run(run_id).state  # what the UI shows on the run
+    assert shown_state.is_completed() and shown_state.message == stats.headline()
+    assert "45 in the index" in shown_state.message
     batches = [log.message for log in logs if log.message.startswith("batch: ")]
     assert len(batches) >= 3 and all(" files, " in line and " from the cache), " in line for line in batches)
 
