@@ -4,7 +4,7 @@ RRF scores an item by sum(1 / (k + rank)) over the engines that returned it, ran
 at 1: robust to the engines' incomparable score scales. Fusion works on items: in each
 engine's list an item counts once, at its best window's rank, and comes back as one result
 with its full line range. Containers and test code are scaled down (KIND_PRIOR, TEST_PRIOR), test
-code not when the query asks for tests.
+code not when the query asks for tests or names the test.
 Results carry `stale` when their file changed on disk since the index was built.
 
 `Searcher` opens the stores and the model once for many queries (the CLI, servers, the
@@ -91,6 +91,19 @@ def is_test_code(rel_path: str, symbol: str) -> bool:
 def asks_for_tests(query: str) -> bool:
     """`the test that checks a timeout fires`, `tests for retry`, `test_parse_span`: test code keeps its full rank."""
     return _TEST_WORD.search(query) is not None
+
+
+def names_in(query: str) -> frozenset[str]:
+    """The item names a query may be giving: every word of an identifier-shaped query, else the
+    words written as identifiers (`snake_case`, `CamelCase`, `a::path`'s last part), lowercased."""
+    words = re.findall(r"\w+(?:::\w+)*", query)
+    if query_shape(query) != "identifier":
+        words = [w for w in words if _IDENTIFIER_TOKEN.search(w)]
+    return frozenset(_own_name(w) for w in words)
+
+
+def _own_name(symbol: str) -> str:
+    return symbol.rsplit("::", 1)[-1].lower()
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None) -> dict[str, float]:
@@ -251,27 +264,36 @@ class Searcher:
             rankings.append([_from_tantivy(docs[hit.id]) for hit in vector_hits if hit.id in docs])
             weights.append(shape_weights.get("vector", 1.0))
         test_prior = 1.0 if asks_for_tests(query) else self.test_prior
-        return SearchResults(self._merge(rankings, rrf_k, limit, weights, test_prior), notes)
+        return SearchResults(self._merge(rankings, rrf_k, limit, weights, test_prior, names_in(query)), notes)
 
     def _vector_search(self, query: str, limit: int, kinds: list[str], paths: list[str] | None) -> list:
         self._start_loading_model()  # it loads while the store opens
         return self._vectors_call(lambda store: store.search(self.embedder.embed_query(query), limit, kinds, paths))
 
     def _merge(
-        self, rankings: list[list[_Hit]], rrf_k: int, limit: int, weights: list[float], test_prior: float
+        self,
+        rankings: list[list[_Hit]],
+        rrf_k: int,
+        limit: int,
+        weights: list[float],
+        test_prior: float,
+        named: frozenset[str] = frozenset(),
     ) -> list[SearchResult]:
         """Fuse at the item level: each engine's ranking keeps an item once, at its best window's
         rank (so one long item's windows do not push others down), then reciprocal rank fusion;
-        the result shows the item's best window's snippet."""
+        the result shows the item's best window's snippet. A test the query names (`named`) keeps
+        its rank unless code of that name is also a candidate: tests often share the API's names."""
         items = [list(_best_window_per_item(ranking).values()) for ranking in rankings]
         fused = reciprocal_rank_fusion([[hit.item_id for hit in ranking] for ranking in items], rrf_k, weights)
         shown: dict[str, _Hit] = {}
         for ranking in items:
             for hit in ranking:
                 shown.setdefault(hit.item_id, hit)
+        tests = {item_id for item_id, hit in shown.items() if is_test_code(hit.path, hit.symbol)}
+        code_names = {_own_name(hit.symbol) for item_id, hit in shown.items() if item_id not in tests}
         for item_id, hit in shown.items():
             fused[item_id] *= self.kind_prior.get(hit.kind, 1.0)
-            if is_test_code(hit.path, hit.symbol):
+            if item_id in tests and not (_own_name(hit.symbol) in named and _own_name(hit.symbol) not in code_names):
                 fused[item_id] *= test_prior
         ordered = sorted(shown.values(), key=lambda hit: (-fused[hit.item_id], hit.path, hit.item_start_line))[:limit]
         stale = self._stale({hit.path for hit in ordered})
