@@ -104,7 +104,7 @@ class _FailedStateIsNoCrash(logging.Filter):
 logging.getLogger("prefect.flow_runs").addFilter(_FailedStateIsNoCrash())
 
 INDEX_DEPLOYMENT = "index-codebase/index"
-TAGS = ["rust-code-index"]  # on the deployments and every run they start, so one filter in the UI finds them all
+TAGS = ["rust-code-index"]  # on the deployments and every run the nightly one starts: one filter in the UI finds them
 POLL_SECONDS = 2.0
 
 
@@ -152,8 +152,11 @@ def index_work_pool() -> str | None:
 
 def index_here(directory: str, indexing_mode: str) -> CodebaseResult:
     """One code base as a subflow of this run, on this machine."""
+    from prefect import tags
+
     name = f"nightly: {directory}"
-    state = index.with_options(flow_run_name=name)(directory=directory, indexing_mode=indexing_mode, return_state=True)
+    with tags(*TAGS, "nightly"):  # a subflow takes only the tags of this context, not the deployment's
+        state = index.with_options(flow_run_name=name)(directory=directory, indexing_mode=indexing_mode, return_state=True)
     if state.is_completed():
         stats: IndexStats = state.result()
         return CodebaseResult(directory=directory, ok=True, summary=stats.headline(), flow_run=name,

@@ -76,7 +76,9 @@ KIND_PRIOR = {"impl": 0.5, "module": 0.5}
 # was; at 0.5, queries for tests found them in the top 10 for 17-29% of 42 written for them, at
 # 0.6 with the query rule 44-51% (tests/benchmarks/README.md, "Queries for tests").
 TEST_PRIOR = 0.6
-_TEST_WORD = re.compile(r"\btest(?:s|ing|ed)?\b|\btests?_\w|\w_tests?\b", re.IGNORECASE)
+# `test`, `tests`, `testing`, `tested` as a word or a part of a snake_case name, not the verb of
+# "test whether/if" (a description of checking something).
+_TEST_WORD = re.compile(r"(?<![a-z0-9])test(?:s|ing|ed)?(?![a-z0-9])(?!\s+(?:whether|if)\b)", re.IGNORECASE)
 # Each engine's weight in the fusion by the query's shape (query_shape); missing: 1.
 SHAPE_WEIGHTS: dict[str, dict[str, float]] = {}
 _TEST_FOLDERS = ("tests/", "benches/", "examples/")
@@ -104,6 +106,26 @@ def names_in(query: str) -> frozenset[str]:
 
 def _own_name(symbol: str) -> str:
     return symbol.rsplit("::", 1)[-1].lower()
+
+
+def item_priors(
+    items: dict[str, tuple[str, str, str]], query: str, kind_prior: dict[str, float] = KIND_PRIOR,
+    test_prior: float = TEST_PRIOR,
+) -> dict[str, float]:
+    """Each candidate's factor on its fused score (item id -> (path, symbol, kind)): containers and
+    test code lower. Test code keeps its rank when the query asks for tests, and a test the query
+    names exactly keeps it unless code of that name is also a candidate (tests often share the
+    API's names: `captures_iter`)."""
+    test_prior = 1.0 if asks_for_tests(query) else test_prior
+    named = names_in(query)
+    tests = {item_id for item_id, (path, symbol, _) in items.items() if is_test_code(path, symbol)}
+    code_names = {_own_name(symbol) for item_id, (_, symbol, _) in items.items() if item_id not in tests}
+    factors = {}
+    for item_id, (_, symbol, kind) in items.items():
+        factors[item_id] = kind_prior.get(kind, 1.0)
+        if item_id in tests and not (_own_name(symbol) in named and _own_name(symbol) not in code_names):
+            factors[item_id] *= test_prior
+    return factors
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float] | None = None) -> dict[str, float]:
@@ -263,38 +285,27 @@ class Searcher:
             docs = self.tantivy.by_ids([hit.id for hit in vector_hits])
             rankings.append([_from_tantivy(docs[hit.id]) for hit in vector_hits if hit.id in docs])
             weights.append(shape_weights.get("vector", 1.0))
-        test_prior = 1.0 if asks_for_tests(query) else self.test_prior
-        return SearchResults(self._merge(rankings, rrf_k, limit, weights, test_prior, names_in(query)), notes)
+        return SearchResults(self._merge(rankings, rrf_k, limit, weights, query), notes)
 
     def _vector_search(self, query: str, limit: int, kinds: list[str], paths: list[str] | None) -> list:
         self._start_loading_model()  # it loads while the store opens
         return self._vectors_call(lambda store: store.search(self.embedder.embed_query(query), limit, kinds, paths))
 
     def _merge(
-        self,
-        rankings: list[list[_Hit]],
-        rrf_k: int,
-        limit: int,
-        weights: list[float],
-        test_prior: float,
-        named: frozenset[str] = frozenset(),
+        self, rankings: list[list[_Hit]], rrf_k: int, limit: int, weights: list[float], query: str
     ) -> list[SearchResult]:
         """Fuse at the item level: each engine's ranking keeps an item once, at its best window's
-        rank (so one long item's windows do not push others down), then reciprocal rank fusion;
-        the result shows the item's best window's snippet. A test the query names (`named`) keeps
-        its rank unless code of that name is also a candidate: tests often share the API's names."""
+        rank (so one long item's windows do not push others down), then reciprocal rank fusion
+        scaled by item_priors; the result shows the item's best window's snippet."""
         items = [list(_best_window_per_item(ranking).values()) for ranking in rankings]
         fused = reciprocal_rank_fusion([[hit.item_id for hit in ranking] for ranking in items], rrf_k, weights)
         shown: dict[str, _Hit] = {}
         for ranking in items:
             for hit in ranking:
                 shown.setdefault(hit.item_id, hit)
-        tests = {item_id for item_id, hit in shown.items() if is_test_code(hit.path, hit.symbol)}
-        code_names = {_own_name(hit.symbol) for item_id, hit in shown.items() if item_id not in tests}
-        for item_id, hit in shown.items():
-            fused[item_id] *= self.kind_prior.get(hit.kind, 1.0)
-            if item_id in tests and not (_own_name(hit.symbol) in named and _own_name(hit.symbol) not in code_names):
-                fused[item_id] *= test_prior
+        described = {item_id: (hit.path, hit.symbol, hit.kind) for item_id, hit in shown.items()}
+        for item_id, factor in item_priors(described, query, self.kind_prior, self.test_prior).items():
+            fused[item_id] *= factor
         ordered = sorted(shown.values(), key=lambda hit: (-fused[hit.item_id], hit.path, hit.item_start_line))[:limit]
         stale = self._stale({hit.path for hit in ordered})
         return [

@@ -6,7 +6,7 @@ min-max or by the top score), per half; chosen on the tune half only.
     .venv/bin/python tests/benchmarks/fusion_grid.py --test-code  # what test code's vectors are worth
 
 Each query's two candidate lists (100 each, item level, with their scores) are read once, then
-every rule ranks them with the kind and test priors of tasks/search.py. Results:
+every rule ranks them with the priors of tasks/search.py (item_priors). Results:
 tests/benchmarks/README.md, "Fusion rules".
 """
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 os.environ["RCI_DATA_DIR"] = str(REPO / ".bench" / "search-data")
 
-from tasks.search import KIND_PRIOR, TEST_PRIOR, Searcher, is_test_code  # noqa: E402
+from tasks.search import Searcher, is_test_code, item_priors  # noqa: E402
 from tasks.session import load_embedder  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
 from tests.benchmarks.corpora import crate_source  # noqa: E402
@@ -58,10 +58,6 @@ def candidates(query_sets: dict[str, list[dict]] | None = None) -> list[dict]:
     return out
 
 
-def prior(path: str, symbol: str, kind: str) -> float:
-    return KIND_PRIOR.get(kind, 1.0) * (TEST_PRIOR if is_test_code(path, symbol) else 1.0)
-
-
 def alone(ranking: dict) -> dict:
     """One engine's own order as scores."""
     return {item: 1 / rank for rank, item in enumerate(ranking, 1)}
@@ -92,7 +88,8 @@ def convex(e: dict, vector_share: float, how: str) -> dict:
 
 def top10(e: dict, fused: dict) -> list[tuple[str, str]]:
     meta = {**e["vector"], **e["bm25"]}
-    order = sorted(fused, key=lambda i: -fused[i] * prior(*meta[i][:3]))
+    factors = item_priors({i: tuple(v[:3]) for i, v in meta.items()}, e["q"]["query"])
+    order = sorted(fused, key=lambda i: -fused[i] * factors[i])
     return [(meta[i][0], meta[i][1]) for i in order[:10]]
 
 

@@ -64,9 +64,10 @@ def served(prefect_server, tmp_path_factory):
         else:
             raise AssertionError(f"deployments not served: {(base / 'serve.log').read_text()[-2000:]}")
     yield {"env": env, "alpha": alpha, "beta": beta, "gamma": gamma, "allowed": allowed, "base": base}
+    served_until = (base / "serve.log").stat().st_size
     stop_process(process, timeout=30)
     log.close()
-    said = (base / "serve.log").read_text()  # SIGTERM stops serving with Prefect's lines, nothing alarming
+    said = (base / "serve.log").read_text()[served_until:]  # SIGTERM stops serving with Prefect's lines, nothing alarming
     assert "SIGTERM received" in said and "never awaited" not in said and "Traceback" not in said, said[-2000:]
 
 
@@ -187,6 +188,7 @@ def test_nightly_indexes_every_code_base_and_names_the_one_that_failed(served):
     # without Prefect's traceback of a state it cannot resolve.
     children = {c.name: c for c in children_of(run.id)}
     assert sorted(c.state.type.value for c in children.values()) == ["COMPLETED", "FAILED"]
+    assert all({"rust-code-index", "nightly"} <= set(c.tags) for c in children.values())  # one UI filter finds them
     assert f"{served['beta']}: {served['beta']} does not exist" in run.state.message
     said = logs_of(children[f"nightly: {served['beta']}"].id, f"{served['beta']} does not exist")
     assert any(f"{served['beta']} does not exist" in line for line in said), said

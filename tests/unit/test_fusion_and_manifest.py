@@ -40,13 +40,13 @@ def hit(item: str, window: int = 0, kind: str = "function", path: str = "src/lib
     return _Hit(f"{item}#{window}", item, path, symbol or f"demo::{item}", kind, 1, 9, f"fn {item}() {{}}")
 
 
-def fusing(rankings, k=10, test_prior=0.5, named=frozenset()) -> list[tuple[str, float]]:
+def fusing(rankings, k=10, query="parse") -> list[tuple[str, float]]:
     """Searcher._merge on hand-made rankings (no stores: the point is the arithmetic)."""
     searcher = Searcher.__new__(Searcher)
-    searcher.kind_prior = {"impl": 0.5, "module": 0.5}
+    searcher.kind_prior, searcher.test_prior = {"impl": 0.5, "module": 0.5}, 0.5
     searcher._stale = lambda paths: set()
     weights = [1.0] * len(rankings)
-    merged = searcher._merge(rankings, k, limit=10, weights=weights, test_prior=test_prior, named=named)
+    merged = searcher._merge(rankings, k, limit=10, weights=weights, query=query)
     return [(r.symbol, r.score) for r in merged]  # scores rounded to 6 places
 
 
@@ -72,17 +72,17 @@ def test_fusion_ranks_containers_and_tests_below_members():
 
 def test_tests_keep_their_rank_when_the_query_asks_for_tests():
     ranking = [hit("checks_retry", symbol="demo::tests::checks_retry"), hit("retry")]
-    assert [symbol for symbol, _ in fusing([ranking], test_prior=1.0)] == ["demo::tests::checks_retry", "demo::retry"]
-    assert [symbol for symbol, _ in fusing([ranking], test_prior=0.6)] == ["demo::retry", "demo::tests::checks_retry"]
+    assert [symbol for symbol, _ in fusing([ranking], query="tests for retry")] == ["demo::tests::checks_retry", "demo::retry"]
+    assert [symbol for symbol, _ in fusing([ranking], query="retry")] == ["demo::retry", "demo::tests::checks_retry"]
 
 
 def test_a_test_named_by_the_query_keeps_its_rank_unless_code_shares_the_name():
     ranking = [hit("zero_slot", symbol="demo::tests::zero_slot"), hit("Counter", kind="struct")]
-    assert fusing([ranking], named=names_in("zero_slot"))[0][0] == "demo::tests::zero_slot"
-    assert fusing([ranking], named=names_in("zero_slot counts"))[0][0] == "demo::tests::zero_slot"
-    assert fusing([ranking])[0][0] == "demo::Counter"
+    assert fusing([ranking], query="zero_slot")[0][0] == "demo::tests::zero_slot"
+    assert fusing([ranking], query="zero_slot counts")[0][0] == "demo::tests::zero_slot"
+    assert fusing([ranking], query="count zero slots")[0][0] == "demo::Counter"
     shared = [hit("t_iter", symbol="demo::tests::captures_iter"), hit("captures_iter", symbol="demo::Regex::captures_iter")]
-    assert fusing([shared], named=names_in("captures_iter"))[0][0] == "demo::Regex::captures_iter"
+    assert fusing([shared], query="captures_iter")[0][0] == "demo::Regex::captures_iter"
 
 
 @pytest.mark.parametrize(
@@ -107,6 +107,9 @@ def test_the_names_a_query_gives(query, names):
         ("retry a failed upload", False),
         ("test_parse_negative", True),  # a test's name
         ("parse_tests helper", True),
+        ("run_test_case", True),
+        ("test whether the pattern matches", False),  # the verb: a description of checking
+        ("latest attested contest", False),
         ("contest entries", False),
     ],
 )
