@@ -12,7 +12,6 @@ tests/benchmarks/README.md, "Fusion rules".
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from tasks.session import load_embedder  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
 from tests.benchmarks.corpora import crate_source  # noqa: E402
 from tests.benchmarks.metrics import mean, scores  # noqa: E402
-from tests.benchmarks.search_quality import EVALUATED, load  # noqa: E402
+from tests.benchmarks.search_quality import EVALUATED, load, load_test_code  # noqa: E402
 
 
 def candidates(query_sets: dict[str, list[dict]] | None = None) -> list[dict]:
@@ -110,7 +109,7 @@ def test_code_table(data: list[dict]) -> None:
     """Hybrid (RRF k=30) and the vector engine, with and without test code's vectors, per half, on
     the evaluation and on the queries whose answers are tests (queries/test-code.json)."""
     by_crate: dict[str, list[dict]] = {}
-    for q in json.loads((REPO / "tests" / "benchmarks" / "queries" / "test-code.json").read_text())["queries"]:
+    for q in load_test_code():
         by_crate.setdefault(q["crate"], []).append(q)
     tests_data = candidates(by_crate)
     rules = {

@@ -71,6 +71,11 @@ def index(root: Path, data_dir: Path) -> None:
 def load(crate: str) -> list[dict]:
     return json.loads((QUERIES / f"{crate}.json").read_text())["queries"]
 
+
+def load_test_code() -> list[dict]:
+    """The queries whose answers are tests, each naming its crate (queries/test-code.json)."""
+    return json.loads((QUERIES / "test-code.json").read_text())["queries"]
+
 def check_expected(searcher, queries: list[dict]) -> None:
     """Every expected item must be in the index, or the query set is wrong."""
     from tantivy import Occur, Query
@@ -111,7 +116,7 @@ def evaluate(searcher, queries: list[dict], engine: str, **options) -> dict:
 def tests_tables(searchers: dict, crates: list[str]) -> list[str]:
     """Per half, each engine on the queries whose answers are tests (queries/test-code.json): the
     evaluation's own expected items are never test code, so what ranking does to tests shows here."""
-    for_tests = [q for q in json.loads((QUERIES / "test-code.json").read_text())["queries"] if q["crate"] in crates]
+    for_tests = [q for q in load_test_code() if q["crate"] in crates]
     if not for_tests:
         return []
     found = {}
