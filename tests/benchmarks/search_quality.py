@@ -3,6 +3,7 @@
     .venv/bin/python tests/benchmarks/search_quality.py --skip-latency   # ~25 min the first time (indexes 7 crates)
     .venv/bin/python tests/benchmarks/search_quality.py --tune           # also the grid, on the tune half only
     .venv/bin/python tests/benchmarks/search_quality.py --peer           # also the LlamaIndex peer (the `peer` extra)
+    RCI_MODEL_PATH=<folder> .venv/bin/python tests/benchmarks/search_quality.py --work <dir>  # another model's indexes
 
 Query sets (tests/benchmarks/queries/*.json, 298 queries over clap, regex, rayon, syn, nom,
 serde and cargo; written from each crate's code with tests/benchmarks/list_items.py, before
@@ -54,7 +55,8 @@ WEIGHT_PRESETS = {
 }
 
 def index(root: Path, data_dir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL"))}
+    keep = ("RCI_MODEL_PATH",)  # a model to evaluate; the searcher in this process reads it too
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RCI_", "PREFECT_API_URL")) or k in keep}
     env.update({"RCI_DATA_DIR": str(data_dir), "PREFECT_HOME": str(data_dir / "prefect-home")})
     (data_dir / "prefect-home").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
