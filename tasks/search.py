@@ -1,7 +1,8 @@
 """Search a code base's index: BM25 (Tantivy), vectors (Qdrant), or both fused by reciprocal rank fusion.
 
 RRF scores an item by sum(1 / (k + rank)) over the engines that returned it, rank starting
-at 1: robust to the engines' incomparable score scales. Fusion works on items: in each
+at 1: robust to the engines' incomparable score scales; k is lower for a query shaped like a
+name (fusion_k). Fusion works on items: in each
 engine's list an item counts once, at its best window's rank, and comes back as one result
 with its full line range. Containers and test code are scaled down (KIND_PRIOR, TEST_PRIOR), test
 code not when the query asks for tests or names the test.
@@ -149,6 +150,15 @@ def query_shape(query: str) -> str:
     return "mixed" if marked else "sentence"
 
 
+def fusion_k(query: str, engine: str, settings: Settings) -> int:
+    """Reciprocal rank fusion's k for a query. Fusing both engines for an identifier-shaped query,
+    a lower k lets the engine that ranks a name first keep it near the top (tests/benchmarks/README.md,
+    "Fusion's k by query shape"); a single engine's k only sets how far the priors move items."""
+    if engine == "hybrid" and query_shape(query) == "identifier":
+        return settings.search_rrf_k_identifier
+    return settings.search_rrf_k
+
+
 def snippet_of(code: str, lines: int = SNIPPET_LINES) -> str:
     return "\n".join([line for line in code.splitlines() if line.strip()][:lines])
 
@@ -254,7 +264,7 @@ class Searcher:
         vector_candidates: int | None = None,
     ) -> SearchResults:
         """Up to `limit` items for `query`; fusion parameters default to the settings (RCI_SEARCH_*)."""
-        rrf_k = rrf_k or self.settings.search_rrf_k
+        rrf_k = rrf_k or fusion_k(query, engine, self.settings)
         bm25_candidates = bm25_candidates or self.settings.search_bm25_candidates
         vector_candidates = vector_candidates or self.settings.search_vector_candidates
         if not query.strip():

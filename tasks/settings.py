@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     indexing_mode: str = Field("auto", pattern="^(auto|sequential|parallel|pipeline)$", description="Default mode.")
 
     search_rrf_k: int = Field(30, ge=1, description="Reciprocal rank fusion's k: higher flattens rank differences.")
+    search_rrf_k_identifier: int = Field(
+        10, ge=1, description="Fusion's k for identifier-shaped queries (a name, or one or two words): each engine's top ranks count more."
+    )
     search_bm25_candidates: int = Field(100, ge=1, description="BM25 results fused per query.")
     search_vector_candidates: int = Field(100, ge=1, description="Vector results fused per query.")
 

@@ -1,5 +1,5 @@
-"""Fusion rules side by side on the search evaluation: reciprocal rank fusion (the default, k and
-vector weight) against score-based fusion (a convex mix of each engine's scores, normalised by
+"""Fusion rules side by side on the search evaluation: reciprocal rank fusion (the default, k,
+k by query shape and vector weight) against score-based fusion (a convex mix of each engine's scores, normalised by
 min-max or by the top score), per half; chosen on the tune half only.
 
     .venv/bin/python tests/benchmarks/fusion_grid.py              # after search_quality.py has built the indexes
@@ -20,12 +20,15 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 os.environ["RCI_DATA_DIR"] = str(REPO / ".bench" / "search-data")
 
-from tasks.search import Searcher, is_test_code, item_priors  # noqa: E402
+from tasks.search import Searcher, fusion_k, is_test_code, item_priors, query_shape  # noqa: E402
 from tasks.session import load_embedder  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
 from tests.benchmarks.corpora import crate_source  # noqa: E402
 from tests.benchmarks.metrics import mean, scores  # noqa: E402
 from tests.benchmarks.search_quality import EVALUATED, load, load_test_code  # noqa: E402
+
+
+SETTINGS = load_settings()
 
 
 def candidates(query_sets: dict[str, list[dict]] | None = None) -> list[dict]:
@@ -68,6 +71,16 @@ def rrf(e: dict, k: int = 30, vector_weight: float = 1.0) -> dict:
         for rank, item in enumerate(ranking, 1):
             fused[item] = fused.get(item, 0.0) + weight / (k + rank)
     return fused
+
+
+def rrf_by_shape(e: dict, k: int = 30, k_identifier: int = 30) -> dict:
+    """RRF with its own k for identifier-shaped queries (tasks.search.query_shape)."""
+    return rrf(e, k_identifier if query_shape(e["q"]["query"]) == "identifier" else k)
+
+
+def default(e: dict) -> dict:
+    """The fusion `rci search` does (tasks.search.fusion_k with the default settings)."""
+    return rrf(e, fusion_k(e["q"]["query"], "hybrid", SETTINGS))
 
 
 def normalised(ranking: dict, how: str) -> dict:
@@ -113,8 +126,8 @@ def test_code_table(data: list[dict]) -> None:
         by_crate.setdefault(q["crate"], []).append(q)
     tests_data = candidates(by_crate)
     rules = {
-        "hybrid": lambda e: rrf(e, 30),
-        "hybrid, no test-code vectors": lambda e: rrf(without_test_code_vectors(e), 30),
+        "hybrid": default,
+        "hybrid, no test-code vectors": lambda e: default(without_test_code_vectors(e)),
         "vector": lambda e: alone(e["vector"]),
         "vector, no test-code vectors": lambda e: alone(without_test_code_vectors(e)["vector"]),
     }
@@ -137,6 +150,9 @@ def main() -> None:
     for k in (10, 30, 60):
         for weight in (1.0, 1.5):
             rules[f"rrf k={k}, vector x{weight}"] = lambda e, k=k, w=weight: rrf(e, k, w)
+    for k_identifier in (5, 10, 20):
+        rules[f"rrf k=30, identifier-shaped queries k={k_identifier}"] = lambda e, k=k_identifier: rrf_by_shape(e, 30, k)
+    rules["default (tasks.search.fusion_k)"] = default
     for how in ("minmax", "max"):
         for share in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
             rules[f"convex {how}, vector {share}"] = lambda e, s=share, h=how: convex(e, s, h)

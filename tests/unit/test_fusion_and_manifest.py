@@ -1,7 +1,10 @@
 import pytest
 
 from tasks.commit import Manifest, incompatibility, load_manifest, save_manifest
-from tasks.search import Searcher, _Hit, asks_for_tests, is_test_code, names_in, query_shape, reciprocal_rank_fusion
+from tasks.search import (
+    Searcher, _Hit, asks_for_tests, fusion_k, is_test_code, names_in, query_shape, reciprocal_rank_fusion,
+)
+from tasks.settings import Settings
 
 
 def test_rrf_hand_computed():
@@ -83,6 +86,30 @@ def test_a_test_named_by_the_query_keeps_its_rank_unless_code_shares_the_name():
     assert fusing([ranking], query="count zero slots")[0][0] == "demo::Counter"
     shared = [hit("t_iter", symbol="demo::tests::captures_iter"), hit("captures_iter", symbol="demo::Regex::captures_iter")]
     assert fusing([shared], query="captures_iter")[0][0] == "demo::Regex::captures_iter"
+
+
+@pytest.mark.parametrize(
+    "query, engine, k",
+    [
+        ("captures_iter", "hybrid", 10),  # a name: each engine's first ranks count more
+        ("LitInt base10", "hybrid", 10),
+        ("retry a failed upload", "hybrid", 30),
+        ("how does Regex::captures_iter work", "hybrid", 30),
+        ("captures_iter", "bm25", 30),  # one engine: k only scales the priors
+        ("captures_iter", "vector", 30),
+    ],
+)
+def test_fusion_k_by_query_shape(query, engine, k):
+    assert fusion_k(query, engine, Settings()) == k
+    assert fusion_k(query, engine, Settings(search_rrf_k=40, search_rrf_k_identifier=5)) == (5 if k == 10 else 40)
+
+
+def test_a_lower_k_keeps_one_engine_s_first_result_first():
+    """BM25 ranks the name's item first and the vectors 12th; another item is 5th in both."""
+    bm25 = [hit("named"), *[hit(f"b{i}") for i in range(3)], hit("both")]
+    vector = [*[hit(f"v{i}") for i in range(4)], hit("both"), *[hit(f"v{i}") for i in range(4, 10)], hit("named")]
+    assert fusing([bm25, vector], k=30)[0][0] == "demo::both"
+    assert fusing([bm25, vector], k=10)[0][0] == "demo::named"
 
 
 @pytest.mark.parametrize(
