@@ -60,7 +60,7 @@ def mount_small_disk(folder: Path, megabytes: int) -> bool:
 
 def test_a_full_disk_stops_the_run_before_it_writes_and_the_index_still_answers(demo_crate, tmp_path, monkeypatch):
     disk = tmp_path / "small-disk"
-    if not mount_small_disk(disk, 64):
+    if not mount_small_disk(disk, 128):  # the index, and the fused model (23 MB) in models/
         pytest.skip("cannot mount a small tmpfs here (needs root); test_no_space_left_while_writing covers ENOSPC")
     try:
         monkeypatch.setenv("RCI_DATA_DIR", str(disk))
