@@ -36,8 +36,8 @@ class ModelSpec:
     source: str  # human-readable: where the weights come from
     folder: Path | None  # None: fastembed downloads by name
     file_size: int  # size of model.onnx: tells an int8 model from an fp32 one with the same name
-    # The same model with its graph fused (tasks/model_graph.py), for sessions that keep ONNX
-    # Runtime's graph optimizations; None: there is none.
+    # The same model with its graph fused (tasks/model_graph.py), for the sessions that embed
+    # many texts; None: there is none.
     fused_folder: Path | None = None
 
     @property
@@ -89,9 +89,7 @@ def _packaged_model_folder(folder: Path) -> Path:
 
 def _fused_model_folder(packaged: Path) -> Path | None:
     """A folder beside the packaged one whose model.onnx is the packaged graph fused, or None when
-    it cannot be fused. With ONNX Runtime's graph optimizations on, the fused graph embedded all of
-    tokio's texts in the same time with 81 MB less memory; with them off (the lean session) it was
-    slower, so lean sessions keep the packaged graph (tests/benchmarks/README.md, "The model's graph fused")."""
+    it cannot be fused (tests/benchmarks/README.md, "The model's graph fused")."""
     folder = packaged.with_name(packaged.name + "-fused")
     try:
         folder.mkdir(exist_ok=True)
@@ -153,7 +151,7 @@ class Embedder:
         self.threads = threads or os.cpu_count() or 1
         self.providers = execution_providers(device)
         lean = lean and self.providers[0] == "CPUExecutionProvider"
-        self.folder = spec.folder if lean or spec.fused_folder is None else spec.fused_folder
+        self.folder = spec.fused_folder or spec.folder
         kwargs = {"specific_model_path": str(self.folder)} if self.folder else {}
         # ONNX Runtime's CPU memory arena stays on: without it a sequential run of the small
         # corpus peaked higher (786 MB against 641) and embedded 9% slower.
@@ -228,6 +226,7 @@ class QueryEncoder:
         options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
         if one_off:
             options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # A one-off search keeps the packaged graph: its start-up with the larger fused file is unmeasured.
         folder = spec.fused_folder if spec.fused_folder is not None and not one_off else spec.folder
         self._session = onnxruntime.InferenceSession(
             str(folder / "model.onnx"), options, providers=execution_providers(device)

@@ -76,13 +76,13 @@ def test_the_packaged_folder_stays_as_it_was_and_the_fused_one_sits_beside_it(tm
 
 
 @pytest.mark.parametrize("lean", [True, False])
-def test_sessions_with_graph_optimizations_load_the_fused_graph_and_give_the_same_vectors(tmp_path, lean):
+def test_embedders_load_the_fused_graph_and_give_the_packaged_model_s_vectors(tmp_path, lean):
     from tasks.embed import Embedder, ModelSpec
 
     texts = ["fn read_to_string(path: &Path) -> io::Result<String>", "retry a failed upload", "x"]
     spec = resolve_model(load_settings(data_dir=tmp_path))
     embedder = Embedder(spec, threads=1, lean=lean)
-    assert embedder.folder == (spec.folder if lean else spec.fused_folder)  # lean sessions were slower fused
+    assert embedder.folder == spec.fused_folder
     packaged = Embedder(ModelSpec(spec.name, "test", spec.folder, spec.file_size), threads=1, lean=lean)
     assert packaged.folder == spec.folder
     assert np.abs(embedder.embed(texts) - packaged.embed(texts)).max() < 1e-5
