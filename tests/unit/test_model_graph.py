@@ -35,6 +35,10 @@ def test_the_packaged_graph_fuses_into_one_attention_per_layer_with_the_same_out
     ops = [node.op_type for node in fused.graph.node]
     assert (ops.count("Attention"), ops.count("BiasGelu"), ops.count("SkipLayerNormalization")) == (6, 6, 12)
     assert not {"IsNaN", "Where", "Softmax", "Erf", "Transpose"} & set(ops)
+    # The word and position tables are looked up as int8 and scaled after: no float table to fold.
+    constants = {init.name: init.data_type for init in fused.graph.initializer}
+    tables = [constants.get(node.input[0]) for node in fused.graph.node if node.op_type == "Gather"]
+    assert tables.count(TensorProto.INT8) == 2
     onnx.save(fused, str(tmp_path / "fused.onnx"))
     (before, real), (after, _) = hidden_states(_packaged_model_file()), hidden_states(tmp_path / "fused.onnx")
     assert np.abs(before[real] - after[real]).max() < 1e-4
