@@ -4,7 +4,7 @@ Peak resident memory counts this process and the worker processes it owns, sampl
 0.1 s. The process-wide peak (getrusage) would include earlier runs of a long-lived Prefect
 worker, so on Linux the kernel's high-water mark is reset when the run starts and read too:
 it also catches moments when no sampling thread can run (Qdrant Edge's optimize() holds the
-GIL). Other children (Prefect's temporary server) are not the run's and are not counted.
+GIL). Without PREFECT_API_URL the run's Prefect server is a thread of this process, so it counts.
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def return_freed_memory() -> None:
 
 def exit_with_parent(interval: float = 0.5) -> None:
     """End this process soon after the process that started it is gone, however it went (a
-    SIGKILL leaves no chance to stop children): for the run's parse workers and Prefect's
-    temporary server, which would otherwise live on, orphaned."""
+    SIGKILL leaves no chance to stop children): for the run's parse workers, which would
+    otherwise live on, orphaned."""
     parent = os.getppid()
 
     def watch() -> None:

@@ -100,6 +100,31 @@ def assert_all_gone(processes: list) -> None:
     assert not alive, f"left running after the run: {[' '.join(p.cmdline()[:4]) for p in alive]}"
 
 
+def loopback_listeners(pid: int) -> list[int]:
+    """The loopback TCP ports this process listens on: without PREFECT_API_URL, a run serves
+    its own Prefect API from a thread (flows/temporary_server.py)."""
+    connections = psutil.Process(pid).net_connections(kind="tcp")
+    return [c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1"]
+
+
+def wait_for_listener(run: subprocess.Popen, timeout: float = 60) -> int:
+    """The port of the run's own Prefect server, once it listens."""
+    deadline = time.monotonic() + timeout
+    while run.poll() is None and time.monotonic() < deadline:
+        ports = loopback_listeners(run.pid)
+        if ports:
+            return ports[0]
+        time.sleep(0.05)
+    raise AssertionError("the run never listened on a loopback port (its Prefect server)")
+
+
+def assert_nothing_listens(port: int) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, f"something still listens on port {port}"
+
+
 def kill(run: subprocess.Popen, children: list) -> None:
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)

@@ -20,7 +20,8 @@ import pytest
 from tasks.settings import CodebaseLayout, load_settings
 from tests.conftest import build_demo_crate, rci
 from tests.integration.helpers import (
-    assert_all_gone, assert_same_as_a_clean_index, assert_stores_agree, kill, start_index, stores_of, wait_until_frozen,
+    assert_all_gone, assert_nothing_listens, assert_same_as_a_clean_index, assert_stores_agree, kill, start_index,
+    stores_of, wait_for_listener, wait_until_frozen,
 )  # fmt: skip
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -113,9 +114,9 @@ def test_a_run_killed_while_it_waits_leaves_nothing_behind_and_blocks_no_one(dem
     wait_for_line(log, "note: waiting for flow run", waiting)
     line = next(line for line in log.read_text().splitlines() if "waiting for" in line)
     assert f"pid {holder.pid} on " in line and "since " in line and "at most 900 s" in line  # whom, since when
-    children = psutil.Process(waiting.pid).children(recursive=True)
-    assert any("flows.temporary_server" in " ".join(c.cmdline()) for c in children)
-    kill(waiting, children)
+    port = wait_for_listener(waiting)  # its own Prefect server, in its process
+    kill(waiting, psutil.Process(waiting.pid).children(recursive=True))
+    assert_nothing_listens(port)
     holder.send_signal(signal.SIGCONT)
     _, stderr = holder.communicate(timeout=300)
     assert holder.returncode == 0, stderr
