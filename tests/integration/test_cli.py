@@ -126,7 +126,7 @@ def test_index_search_status_end_to_end(demo_crate, data_dir):
 
 
 def test_without_a_prefect_server_the_output_is_still_clean(tmp_path, data_dir):
-    """The README's path: no PREFECT_API_URL, Prefect starts its temporary server."""
+    """The README's path: no PREFECT_API_URL, the run serves Prefect's API itself (flows/temporary_server.py)."""
     crate = tmp_path / "tiny"
     (crate / "src").mkdir(parents=True)
     (crate / "src" / "lib.rs").write_text("/// Adds one.\npub fn add_one(x: u32) -> u32 { x + 1 }\n")
