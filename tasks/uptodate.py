@@ -1,9 +1,10 @@
 """Is there nothing to index? Answered from file sizes and mtimes alone, in milliseconds.
 
 `rci index` asks before it starts a Prefect flow run: importing Prefect and starting its
-temporary server costs about 4.5 s on 2 cores, far more than finding out that nothing changed. Any doubt (a file
-touched, added or deleted; another model or version; a run that died midway; a file that
-could not be read last time) answers "no", and the flow does the real work.
+temporary server costs about 4.5 s on 2 cores, far more than finding out that nothing
+changed. Any doubt (a file touched, added or deleted; another model or version; a run that
+died midway; a file that could not be read last time) answers "no", and the flow does the
+real work.
 """
 
 from __future__ import annotations

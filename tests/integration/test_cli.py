@@ -138,13 +138,6 @@ def test_without_a_prefect_server_the_output_is_still_clean(tmp_path, data_dir):
     assert "1 found: 1 indexed" in result.stdout
 
 
-def command_of(process) -> str:
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:  # gone, or a zombie
-        return ""
-
-
 def test_sigterm_unwinds_a_run_like_ctrl_c_and_its_prefect_server_goes_with_it(demo_crate, data_dir, tmp_path):
     """SIGTERM (`kill`, a service manager, a CI timeout) unwinds the run like Ctrl-C: the
     Prefect API it served stops answering and none of its processes run on."""
