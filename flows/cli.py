@@ -7,6 +7,7 @@ RCI_DEBUG=1 restores Prefect's logging and shows tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -44,6 +45,10 @@ def _prepare_prefect(settings, quiet: bool = True) -> None:
     for key, value in settings.prefect.items():
         os.environ.setdefault(key.upper(), str(value))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry errors without a network
+    # Prefect creates its home without parents: under a HOME that does not exist yet it only
+    # warns, and its temporary server then has nowhere for its database.
+    with contextlib.suppress(OSError):
+        Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().mkdir(parents=True, exist_ok=True)
     if os.environ.get("PREFECT_API_URL"):  # a long-running server: it learns of dead runs from heartbeats
         from flows.unresponsive_runs import send_heartbeats
 

@@ -29,13 +29,19 @@ def temporary_prefect_server() -> Iterator[str | None]:
     """Yields the API URL in use: the configured one, ours, or None (Prefect starts its own)."""
     import prefect
     import prefect.context
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, get_current_settings
 
     configured = PREFECT_API_URL.value()  # environment or Prefect profile
     refresh = getattr(prefect.context, "refresh_global_settings_context", None)
     if configured or refresh is None:
         yield configured
         return
+    home = get_current_settings().home
+    if not home.is_dir():  # where the server keeps its database: Prefect's own would time out
+        raise RuntimeError(
+            f"cannot create Prefect's home folder {home}; set PREFECT_HOME to a folder you can write, "
+            "or PREFECT_API_URL to a Prefect server"
+        )
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     try:

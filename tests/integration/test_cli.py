@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -136,6 +137,33 @@ def test_without_a_prefect_server_the_output_is_still_clean(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr
     assert not NOISE.search(result.stdout + result.stderr), result.stdout + result.stderr
     assert "1 found: 1 indexed" in result.stdout
+
+
+def test_a_home_that_does_not_exist_yet_is_made_and_an_unwritable_prefect_home_is_one_line(tmp_path, data_dir):
+    """Prefect makes its home without parents: a new user's HOME, not there yet, used to end in
+    a 30 s timeout. Where no home can be made, the run says so in one line and writes nothing."""
+    crate = tmp_path / "tiny"
+    (crate / "src").mkdir(parents=True)
+    (crate / "src" / "lib.rs").write_text("/// Adds one.\npub fn add_one(x: u32) -> u32 { x + 1 }\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    env["HOME"] = str(tmp_path / "new-user")
+    made = rci("index", str(crate), only_env=env)
+    assert made.returncode == 0, made.stderr
+    assert "1 found: 1 indexed" in made.stdout
+    assert (tmp_path / "new-user" / ".prefect").is_dir()
+    assert not NOISE.search(made.stdout + made.stderr), made.stdout + made.stderr
+
+    shutil.rmtree(data_dir)
+    env["PREFECT_HOME"] = "/proc/rci-no-such-folder/prefect"
+    refused = rci("index", str(crate), only_env=env)
+    assert refused.returncode == 1, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert lines[0] == (
+        "error: cannot create Prefect's home folder /proc/rci-no-such-folder/prefect; set PREFECT_HOME to a "
+        "folder you can write, or PREFECT_API_URL to a Prefect server"
+    )
+    assert not any(folder.name.startswith("tiny") for folder in data_dir.glob("*")), list(data_dir.glob("*"))
 
 
 def test_sigterm_unwinds_a_run_like_ctrl_c_and_its_prefect_server_goes_with_it(demo_crate, data_dir, tmp_path):
