@@ -45,8 +45,8 @@ def _prepare_prefect(settings, quiet: bool = True) -> None:
     for key, value in settings.prefect.items():
         os.environ.setdefault(key.upper(), str(value))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry errors without a network
-    # Prefect creates its home without parents: under a HOME that does not exist yet it only
-    # warns, and its temporary server then has nowhere for its database.
+    # Before Prefect is imported: it makes its home without parents and warns on stderr when it
+    # cannot (flows/temporary_server.py makes the home Prefect resolves, and says when it cannot).
     with contextlib.suppress(OSError):
         Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().mkdir(parents=True, exist_ok=True)
     if os.environ.get("PREFECT_API_URL"):  # a long-running server: it learns of dead runs from heartbeats

@@ -36,12 +36,14 @@ def temporary_prefect_server() -> Iterator[str | None]:
     if configured or refresh is None:
         yield configured
         return
-    home = get_current_settings().home
-    if not home.is_dir():  # where the server keeps its database: Prefect's own would time out
+    home = get_current_settings().home  # where the server keeps its database
+    try:
+        home.mkdir(parents=True, exist_ok=True)  # Prefect makes it without parents, or not at all
+    except OSError as error:  # Prefect's own server would only time out
         raise RuntimeError(
             f"cannot create Prefect's home folder {home}; set PREFECT_HOME to a folder you can write, "
             "or PREFECT_API_URL to a Prefect server"
-        )
+        ) from error
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     try:
