@@ -117,9 +117,11 @@ def print_index_summary(stats: IndexStats) -> None:
         f"  files    {stats.files_total:,} found: {stats.files_indexed:,} indexed, {stats.files_unchanged:,} unchanged, "
         f"{stats.files_deleted:,} deleted, {len(stats.files_skipped):,} skipped"
     )
+    bm25_only = stats.chunks_written - stats.chunks_embedded - stats.chunks_reused  # tasks.chunk.has_vector
     out.print(
         f"  chunks   {stats.chunks_written:,} written ({stats.chunks_embedded:,} embedded, "
-        f"{stats.chunks_reused:,} from the cache), {stats.chunks_total:,} in the index"
+        f"{stats.chunks_reused:,} from the cache" + (f", {bm25_only:,} in BM25 alone" if bm25_only > 0 else "")
+        + f"), {stats.chunks_total:,} in the index"
     )
     _listed("skipped", [f"{s.path}: {s.reason}" for s in stats.files_skipped])
     _listed("warning", [f"{w.path}: {w.reason}" for w in stats.warnings])
@@ -167,7 +169,8 @@ def print_status(info: IndexStatus) -> None:
         out.print(f"  chunks        {info.chunks_tantivy:,} in Tantivy (Qdrant {info.qdrant} not counted)", markup=False)
     else:
         agree = "yes" if info.stores_agree else f"NO: {info.disagreement}"
-        out.print(f"  chunks        {info.chunks_tantivy:,} in Tantivy, {info.chunks_qdrant:,} in Qdrant ({info.qdrant})")
+        out.print(f"  chunks        {info.chunks_tantivy:,} in Tantivy, {info.chunks_qdrant:,} with vectors in Qdrant "
+                  f"({info.qdrant})")  # fmt: skip
         out.print(f"  stores agree  {agree}", markup=False)
     out.print(f"  model         {info.model} ({info.model_source})", markup=False)
     if run:

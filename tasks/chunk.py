@@ -6,7 +6,7 @@ then the code, its doc comments without their `///` and without the examples the
 the item alone, so a moved or renamed file hits the embedding cache. Location is in the
 BM25 fields and the payloads; BM25 and results keep every line as written. Items longer than
 the model's trained input are cut into windows with a small overlap, each carrying the header:
-nothing is silently truncated.
+nothing is silently truncated. BM25 holds every chunk; the model embeds those has_vector picks.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from typing import Iterable
 
 from tasks.records import Chunk, Item, ParsedFile
 
-CHUNKER_VERSION = 3  # bump when chunk texts or ids change: the manifest then asks for a rebuild
+CHUNKER_VERSION = 4  # bump when chunk texts or ids change, or which chunks have vectors: the manifest asks for a rebuild
 
 # The tokenizer keeps a few hundred bytes per token while it encodes: one call on a 600 KB
 # test-vector function peaked 205 MB above the parse. Token counts are therefore taken on at
@@ -70,6 +71,23 @@ def context_header(item: Item) -> str:
     first_doc_line = next((line.strip() for line in item.doc.splitlines() if line.strip()), "")
     header = f"{item.kind} {item.local_name}".rstrip()
     return f"{header}\n{first_doc_line}" if first_doc_line else header
+
+
+# The model embeds the first VECTOR_WINDOWS windows of an item; the rest of a very long item is in BM25
+# alone (tokio: 4.5% fewer tokens; tests/benchmarks/README.md, "Fewer vectors, the same texts").
+VECTOR_WINDOWS = 6
+
+
+def has_vector(kind: str, name: str, window: int) -> bool:
+    """Whether the model embeds this chunk. Not an inherent impl's: it lists its methods'
+    signatures, and each method has a vector of its own (trait impls keep theirs); not an item's
+    windows past VECTOR_WINDOWS. Both in BM25 as every chunk is."""
+    return window < VECTOR_WINDOWS and not (kind == "impl" and " for " not in name)
+
+
+def with_vectors(chunks: Iterable[Chunk]) -> list[Chunk]:
+    """The chunks the model embeds (has_vector), in order."""
+    return [chunk for chunk in chunks if has_vector(chunk.kind, chunk.name, chunk.window)]
 
 
 @dataclass(slots=True)

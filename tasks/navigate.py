@@ -193,6 +193,8 @@ def similar_items(searcher: Searcher, file: str | None = None, line: int | None 
         raise SearchError("give a file and a line, or a query")
     chunk = item_at(searcher, file, line)
     vector = searcher.vector_of(chunk.id)
+    if vector is None:  # a chunk the index holds no vector of (chunk.has_vector): embedded now
+        vector = searcher.embedder.embed_query(f"{chunk.kind} {chunk.name}\n{chunk.code}")
     hits = searcher.nearest(vector, limit + 20)
     docs = searcher.tantivy.by_ids([hit.id for hit in hits])
     found = [docs[hit.id] for hit in hits if hit.id in docs and docs[hit.id].item_id != chunk.item_id]

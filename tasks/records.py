@@ -128,7 +128,7 @@ class PreparedBatch:
 
 
 class EmbeddedBatch:
-    """A prepared batch whose every chunk has its vector in the embedding cache.
+    """A prepared batch whose every chunk with a vector (tasks.chunk.has_vector) has it in the embedding cache.
 
     The vectors wait there, not here, until the writer reads them a slice at a time: batches
     queue between embed and write (a warm run embeds faster than it writes), and one of 10k
@@ -140,7 +140,7 @@ class EmbeddedBatch:
     def __init__(
         self,
         prepared: PreparedBatch,
-        keys: list[bytes],  # row i: the cache key of prepared.chunks[i]'s vector
+        keys: list[bytes],  # row i: the cache key of the vector of the i-th chunk with_vectors(prepared.chunks)
         embedded: int = 0,  # texts the model embedded for this batch
         reused: int = 0,  # chunks whose vector came from the cache (or repeated a text of this batch)
         tokens: int = 0,  # model tokens of the texts embedded

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 from tasks import checkpoints, progress, stopping
 from tasks.bulk import recover_bulk_mode
-from tasks.chunk import Chunker
+from tasks.chunk import Chunker, with_vectors
 from tasks.commit import (
     Manifest, damaged, incompatibility, load_manifest, load_unfinished, rebuild_advice, save_unfinished,
 )  # fmt: skip
@@ -265,7 +265,7 @@ def prepare(session: IndexSession, files: Sequence[SourceFile]) -> PreparedBatch
     else:
         batch = prepare_batch(files, session.layout.root, session.chunker)
     stopping.check()
-    progress.chunks_planned(len(batch.chunks))
+    progress.chunks_planned(len(with_vectors(batch.chunks)))
     return batch
 
 
@@ -273,10 +273,10 @@ def prepare(session: IndexSession, files: Sequence[SourceFile]) -> PreparedBatch
 
 
 def embed_batch(session: IndexSession, batch: PreparedBatch) -> EmbeddedBatch:
-    """Make sure every chunk's vector is in the cache: texts embedded before are found there,
-    the others are embedded (each distinct text once) and added."""
+    """Make sure the vector of every chunk that has one is in the cache: texts embedded before are
+    found there, the others are embedded (each distinct text once) and added."""
     started = time.perf_counter()
-    chunks = batch.chunks
+    chunks = with_vectors(batch.chunks)
     keys = [session.cache.key(chunk.embed_text) for chunk in chunks]
     known = session.cache.known(keys)
     missing: dict[bytes, int] = {}  # key -> the first chunk with that text
@@ -314,7 +314,8 @@ def write_batch(session: IndexSession, batch: EmbeddedBatch) -> BatchOutcome:
     started = time.perf_counter()
     session.tantivy.add(batch.chunks)
     seconds = {"tantivy": time.perf_counter() - started, "cache": 0.0, "qdrant": 0.0, "optimize": 0.0}
-    for start in range(0, len(batch.chunks), WRITE_ROWS):
+    chunks = with_vectors(batch.chunks)  # batch.keys' rows
+    for start in range(0, len(chunks), WRITE_ROWS):
         stopping.check()
         keys = batch.keys[start : start + WRITE_ROWS]
         started = time.perf_counter()
@@ -323,7 +324,7 @@ def write_batch(session: IndexSession, batch: EmbeddedBatch) -> BatchOutcome:
             raise RuntimeError(f"the embedding cache {session.cache.path} lost vectors during the run; run again")
         seconds["cache"] += time.perf_counter() - started
         started, building = time.perf_counter(), session.vectors.optimize_seconds
-        session.vectors.upsert(batch.chunks[start : start + WRITE_ROWS], vectors)
+        session.vectors.upsert(chunks[start : start + WRITE_ROWS], vectors)
         built = session.vectors.optimize_seconds - building  # a segment filled up: its graph
         seconds["qdrant"] += time.perf_counter() - started - built
         seconds["optimize"] += built

@@ -22,7 +22,7 @@ class IndexStatus(BaseModel):
     indexed: bool
     files: int = 0
     chunks_tantivy: int = 0
-    chunks_qdrant: int | None = None  # None: not counted (a run has the vector store)
+    chunks_qdrant: int | None = None  # chunks with a vector (tasks.chunk.has_vector); None: not counted
     stores_agree: bool | None = None  # None: not checked
     disagreement: str = ""
     model: str = ""
@@ -52,12 +52,13 @@ def index_status(root: Path, settings: Settings) -> IndexStatus:
     if manifest is None:
         return status
     snapshot = load_snapshot(layout.snapshot_path)
-    tantivy_ids = TantivyStore.open_existing(layout.tantivy_dir).ids()
+    tantivy = TantivyStore.open_existing(layout.tantivy_dir)
+    chunks_tantivy, vectored_ids = tantivy.count(), tantivy.ids(with_vectors=True)
     status = status.model_copy(
         update={
             "indexed": True,
             "files": len(snapshot.leaves) if snapshot else 0,
-            "chunks_tantivy": len(tantivy_ids),
+            "chunks_tantivy": chunks_tantivy,
             "model": manifest.model_name,
             "model_source": manifest.model_source,
             "qdrant": manifest.qdrant,
@@ -75,7 +76,7 @@ def index_status(root: Path, settings: Settings) -> IndexStatus:
         qdrant_ids = vectors.ids()
     finally:
         vectors.close()
-    only_tantivy, only_qdrant = len(tantivy_ids - qdrant_ids), len(qdrant_ids - tantivy_ids)
+    only_tantivy, only_qdrant = len(vectored_ids - qdrant_ids), len(qdrant_ids - vectored_ids)
     agree = not only_tantivy and not only_qdrant
     return status.model_copy(
         update={

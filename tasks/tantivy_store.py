@@ -18,6 +18,7 @@ from typing import Iterable
 import tantivy
 from tantivy import Document, Filter, Index, Occur, Query, SchemaBuilder, TextAnalyzerBuilder, Tokenizer
 
+from tasks.chunk import has_vector
 from tasks.records import Chunk
 
 SCHEMA_VERSION = 6  # of the whole index; 5: Tantivy without positions; 6: vectors in Qdrant Edge
@@ -224,14 +225,15 @@ class TantivyStore:
         self.index.reload()
         return self.index.searcher().num_docs
 
-    def ids(self) -> set[str]:
-        """Every chunk id in the index (for consistency checks)."""
+    def ids(self, with_vectors: bool = False) -> set[str]:
+        """Every chunk id in the index, or only those of chunks with a vector (for consistency checks)."""
         self.index.reload()
         searcher = self.index.searcher()
         if searcher.num_docs == 0:
             return set()
         result = searcher.search(Query.all_query(), limit=searcher.num_docs)
-        return {searcher.doc(address)["id"][0] for _, address in result.hits}
+        docs = (searcher.doc(address) for _, address in result.hits)
+        return {doc["id"][0] for doc in docs if not with_vectors or has_vector(doc["kind"][0], doc["name"][0], doc["window"][0])}
 
     def by_ids(self, ids: list[str]) -> dict[str, TantivyHit]:
         """The chunks with these ids (what a vector hit shows comes from here)."""

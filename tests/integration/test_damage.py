@@ -38,7 +38,7 @@ def test_damaged_manifest_snapshot_and_cache_say_what_to_run_and_the_next_run_re
         again = rci("index", str(demo_crate))
         assert again.returncode == 0, again.stderr
         assert f"{path.name} was damaged" in again.stdout and "rebuilt the index from the embedding cache" in again.stdout
-        assert "45 written (0 embedded, 45 from the cache)" in again.stdout
+        assert "45 written (0 embedded, 44 from the cache, 1 in BM25 alone)" in again.stdout
         found = rci("search", str(demo_crate), "word frequencies", "-n", "1")
         assert found.returncode == 0 and "demo_tensor::net::word_frequencies" in found.stdout, found.stdout
     layout.cache_path.write_bytes(b"this is not a database" * 100)

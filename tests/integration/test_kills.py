@@ -71,7 +71,7 @@ def test_a_force_reindex_killed_in_bulk_mode_is_rebuilt_by_the_next_run(demo_cra
     kill(run, children)
     again = rci("index", str(demo_crate))
     assert again.returncode == 0, again.stderr
-    assert "45 written (0 embedded, 45 from the cache)" in again.stdout  # rebuilt, nothing embedded
+    assert "45 written (0 embedded, 44 from the cache, 1 in BM25 alone)" in again.stdout  # rebuilt, nothing embedded
     assert_same_as_a_clean_index(demo_crate, data_dir, tmp_path)
     with open_stores(demo_crate, data_dir) as (layout, _, _):
         assert not layout.bulk_state_path.exists()

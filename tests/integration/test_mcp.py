@@ -112,10 +112,14 @@ def test_index_search_navigate_edit_and_find_again(demo_crate, data_dir):
             similar = await call(client, "get_similar_code", directory=root, file="src/net.rs", line=8)
             symbols = [i["symbol"] for i in similar["items"]]
             assert "demo_tensor::net::retry_failed_upload" not in symbols and symbols
+            # An inherent impl has no stored vector (its methods have theirs): its code is embedded to ask.
+            around = await call(client, "get_similar_code", directory=root, file="src/lib.rs", line=45)
+            symbols = [i["symbol"] for i in around["items"]]
+            assert symbols[0] == "demo_tensor::Tensor::zeros" and "demo_tensor::Tensor::num_elements" in symbols
 
             status = await call(client, "index_status", directory=root)
             assert status["indexed"] and status["stores_agree"] and not status["stale"] and status["running"] is None
-            assert status["chunks_tantivy"] == status["chunks_qdrant"] == 45
+            assert status["chunks_tantivy"] == 45 and status["chunks_qdrant"] == 44  # no vector: the inherent impl
 
             (demo_crate / "src" / "extra.rs").write_text("/// Tells the weather on Mars.\npub fn martian_weather() -> u8 { 3 }\n")
             status = await call(client, "index_status", directory=root)

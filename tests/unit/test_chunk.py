@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 import tasks.chunk
-from tasks.chunk import Chunker, context_header, model_lines
+from tasks.chunk import VECTOR_WINDOWS, Chunker, context_header, model_lines, with_vectors
 from tasks.parse import module_path, parse_file
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "demo_crate"
@@ -161,3 +161,19 @@ def test_windows_keep_every_line_and_the_model_reads_no_example(embedder):
     covered = {line for w in windows for line in range(w.start_line, w.end_line + 1)}
     assert covered == set(range(1, len(lines) + 1))
     assert all(w.code == "\n".join(lines[w.start_line - 1 : w.end_line]) for w in windows)
+
+
+def test_which_chunks_the_model_embeds(chunker):
+    """A long item's first VECTOR_WINDOWS windows and no inherent impl (its methods have their own
+    vectors); BM25 gets every chunk."""
+    body = "\n".join(f"    total += step_{i}(x) * {i};" for i in range(600))
+    source = (f"pub fn huge(x: u32) -> u32 {{\n    let mut total = 0;\n{body}\n    total\n}}\n"
+              "pub struct Tensor;\nimpl Tensor {\n    pub fn zeros() -> Self { Tensor }\n}\n"
+              "impl Clone for Tensor {\n    fn clone(&self) -> Self { Tensor }\n}\n")  # fmt: skip
+    chunks = chunker.chunks_for(parse_file("src/huge.rs", source.encode(), ("demo",)))
+    embedded = with_vectors(chunks)
+    assert len([c for c in chunks if c.name == "huge"]) > VECTOR_WINDOWS
+    assert [c.window for c in embedded if c.name == "huge"] == list(range(VECTOR_WINDOWS))
+    assert {c.name for c in chunks if c.kind == "impl"} == {"impl Tensor", "impl Clone for Tensor"}
+    assert {c.name for c in embedded if c.kind == "impl"} == {"impl Clone for Tensor"}
+    assert {c.name for c in embedded if c.kind != "impl"} == {"huge", "Tensor", "zeros", "clone"}
