@@ -136,25 +136,15 @@ sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 from tasks.chunk import Chunker
 from tasks.discover import discover
-from tasks.parse import module_path, parse_file
-from tasks.prepare import read_source
 from tasks.recommend import recommend
-from tasks.secrets import withhold_secrets
 from tasks.session import load_embedder
 from tasks.settings import load_settings
+from tests.benchmarks.corpora import embedded_texts
 root = Path({str(root)!r})
 found = discover(root, load_settings().max_file_bytes)
 plan = recommend(len(found.files), sum(f.size for f in found.files))
 model = load_embedder(load_settings(), threads=plan.embed_threads * plan.workers, lean=not plan.fast_session)
-chunker = Chunker(model.tokenizer(), min(256, model.max_tokens), 2)
-texts = {{}}
-for source in found.files:
-    data, problem = read_source(source)
-    if data is None:
-        continue
-    kept, _ = withhold_secrets(chunker.chunks_for(parse_file(source.rel_path, data, module_path(root, source.rel_path))))
-    for chunk in kept:
-        texts[chunk.embed_text] = chunk.n_tokens
+texts = embedded_texts(root, Chunker(model.tokenizer(), min(256, model.max_tokens), 2))
 started = time.perf_counter()
 model.embed(list(texts), list(texts.values()))
 print(json.dumps({{"texts": len(texts), "seconds": time.perf_counter() - started}}))

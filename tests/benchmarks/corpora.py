@@ -91,3 +91,22 @@ def corpus(name: str, work: Path) -> Path:
         shutil.copytree(source, target / source.name, symlinks=True)
     done.write_text("\n".join(f"{c}={PACKAGES[c]}" for c in CORPORA[name]) + "\n")
     return target
+
+
+def embedded_texts(root: Path, chunker) -> dict[str, int]:
+    """The distinct texts `rci index` of `root` embeds (chunks with a vector, secrets withheld),
+    each with its token count: what the embed-only figures put through the model."""
+    from tasks.chunk import with_vectors
+    from tasks.discover import discover
+    from tasks.parse import module_path, parse_file
+    from tasks.prepare import read_source
+    from tasks.secrets import withhold_secrets
+    from tasks.settings import load_settings
+
+    texts: dict[str, int] = {}
+    for source in discover(root, load_settings().max_file_bytes).files:
+        data, _ = read_source(source)
+        if data is not None:
+            kept, _ = withhold_secrets(chunker.chunks_for(parse_file(source.rel_path, data, module_path(root, source.rel_path))))
+            texts.update((chunk.embed_text, chunk.n_tokens) for chunk in with_vectors(kept))
+    return texts
