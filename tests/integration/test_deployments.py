@@ -18,6 +18,7 @@ from tests.conftest import build_demo_crate
 from tests.integration.helpers import (
     DEPLOYMENTS,
     artifacts_of,
+    assert_stores_agree,
     children_of,
     held_span,
     logs_of,
@@ -126,7 +127,7 @@ def test_force_reindex_started_like_the_ui(served):
     contents = stores_of(served, crate)
     symbols = {d["symbol"] for d in contents["tantivy"].values() if d["path"] == "src/net.rs"}
     assert symbols == {"demo_tensor::net::send_ping"}
-    assert set(contents["tantivy"]) == set(contents["qdrant"])
+    assert_stores_agree(contents["tantivy"], contents["qdrant"])
     assert "src/net.rs" in contents["snapshot"]
 
 
@@ -162,7 +163,8 @@ def test_two_runs_on_one_code_base_never_interleave(served):
     spans = sorted(held_span(run) for run in finished)
     assert spans[0][1] <= spans[1][0], spans
     contents = stores_of(served, crate)
-    assert set(contents["tantivy"]) == set(contents["qdrant"]) and contents["tantivy"]
+    assert contents["tantivy"]
+    assert_stores_agree(contents["tantivy"], contents["qdrant"])
     on_disk = sorted(p.relative_to(crate).as_posix() for p in crate.rglob("*.rs") if _indexable(crate, p))
     assert contents["snapshot"] == on_disk
 
@@ -183,7 +185,8 @@ def test_nightly_indexes_every_code_base_and_names_the_one_that_failed(served):
     assert "1 of 2 code bases failed" in run.state.message and str(served["beta"]) in run.state.message
     assert "does not exist" in run.state.message
     contents = stores_of(served, served["alpha"])
-    assert contents["tantivy"] and set(contents["tantivy"]) == set(contents["qdrant"])
+    assert contents["tantivy"]
+    assert_stores_agree(contents["tantivy"], contents["qdrant"])
     # The vanished code base's run has its name and says why in its log; the nightly run ends
     # without Prefect's traceback of a state it cannot resolve.
     children = {c.name: c for c in children_of(run.id)}

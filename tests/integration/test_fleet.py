@@ -14,6 +14,7 @@ from tests.conftest import build_demo_crate
 from tests.integration.fleet import work_pool
 from tests.integration.helpers import (
     artifacts_of,
+    assert_stores_agree,
     children_of,
     held_span,
     start_deployment,
@@ -75,7 +76,7 @@ def test_the_nightly_run_fans_out_over_the_pools_workers(tmp_path):
 
     for crate in crates:
         docs, points = stores_of(crate, data)
-        assert set(docs) == set(points)
+        assert_stores_agree(docs, points)
         assert "demo_tensor::net::retry_failed_upload" in symbols_by_path(docs)["src/net.rs"]
 
     (table,) = [a for a in artifacts_of(nightly.id) if a["type"] == "table"]
