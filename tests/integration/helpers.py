@@ -61,8 +61,8 @@ def symbols_by_path(docs: dict[str, dict], path_key: str = "path", symbol_key: s
 
 
 def assert_stores_agree(docs: dict[str, dict], points: dict[str, dict]) -> None:
-    """A point for every chunk with a vector (all but inherent impls) and no other, each with its
-    chunk's path and kind."""
+    """A point for every chunk with a vector (tasks.chunk.has_vector: all but inherent impls and the
+    windows past an item's sixth) and no other, each with its chunk's path and kind."""
     vectored = {i: d for i, d in docs.items() if has_vector(d["kind"], d["name"], d["window"])}
     assert set(vectored) == set(points)
     assert {i: (p["path"], p["kind"]) for i, p in points.items()} == {i: (d["path"], d["kind"]) for i, d in vectored.items()}

@@ -106,5 +106,6 @@ def test_the_commit_finds_the_batches_resources_released(demo_crate, data_dir, m
         assert tantivy.search("retry_failed_upload")[0].path == "src/net.rs"
         assert tantivy.count() == stats.chunks_total == 45
         # Every chunk has a vector but the inherent impl's (its methods have their own).
-        without = {(d["kind"], d["symbol"]) for i, d in tantivy_docs(tantivy).items() if i not in qdrant.ids()}
+        points = qdrant.ids()
+        without = {(d["kind"], d["symbol"]) for i, d in tantivy_docs(tantivy).items() if i not in points}
         assert without == {("impl", "demo_tensor::Tensor")} and qdrant.count() == 44
