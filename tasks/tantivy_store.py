@@ -233,7 +233,10 @@ class TantivyStore:
             return set()
         result = searcher.search(Query.all_query(), limit=searcher.num_docs)
         docs = (searcher.doc(address) for _, address in result.hits)
-        return {doc["id"][0] for doc in docs if not with_vectors or has_vector(doc["kind"][0], doc["name"][0], doc["window"][0])}
+        return {
+            doc["id"][0] for doc in docs
+            if not with_vectors or has_vector(doc["kind"][0], doc["name"][0], doc["window"][0])
+        }  # fmt: skip
 
     def by_ids(self, ids: list[str]) -> dict[str, TantivyHit]:
         """The chunks with these ids (what a vector hit shows comes from here)."""
